@@ -1,0 +1,24 @@
+"""Where airflow-mlops keeps its state when the user does not say: under AIRFLOW_HOME.
+
+Plain environment lookups only, so core modules and the CLI can use them without importing Airflow.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def airflow_home() -> Path:
+    """AIRFLOW_HOME as Airflow resolves it (the variable, else ``~/airflow``)."""
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow").expanduser()
+
+
+def mlops_home() -> Path:
+    """Root of airflow-mlops' own state: ``$AIRFLOW_HOME/airflow_mlops``."""
+    return airflow_home() / "airflow_mlops"
+
+
+def default_snapshot_store() -> str:
+    """The snapshot store used when none is given: ``$AIRFLOW_MLOPS_STORE``, else under AIRFLOW_HOME."""
+    return os.environ.get("AIRFLOW_MLOPS_STORE") or str(mlops_home() / "snapshots")

@@ -1,0 +1,222 @@
+"""Where snapshot bytes live: a local directory or an S3 prefix, behind one small interface.
+
+Keys are POSIX paths relative to the store root (``objects/ab/cdef...``). Every write is atomic:
+a reader sees the whole value or nothing, so a killed writer leaves no half object behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from airflow_mlops.config import mlops_home
+from airflow_mlops.errors import SnapshotError
+from airflow_mlops.snapshots.hashing import digest_bytes
+
+_CHUNK = 4 * 1024 * 1024
+
+
+class Backend(Protocol):
+    """The storage operations the snapshot store needs; nothing more."""
+
+    uri: str
+    #: Files stored at once: local writes contend on the file system journal, S3 PUTs wait on the network.
+    parallelism: int
+
+    def exists(self, key: str) -> bool: ...
+    def put_file(self, key: str, source: Path) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes:
+        """The value at ``key``; ``KeyError`` when there is none (likewise ``get_file``)."""
+
+    def get_file(self, key: str, target: Path) -> None: ...
+    def iter_chunks(self, key: str) -> Iterator[bytes]: ...
+    def list_keys(self, prefix: str) -> Iterator[str]: ...
+    def is_empty(self) -> bool: ...
+    def stat_cache_path(self) -> Path: ...
+
+
+class LocalBackend:
+    """A store in a local (or mounted) directory. Temp files live in ``tmp/`` on the same device."""
+
+    parallelism = os.cpu_count() or 1
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root).expanduser().absolute()
+        self.uri = str(self.root)
+        if self.root.exists() and not self.root.is_dir():
+            raise SnapshotError(f"store {self.uri} is a file, not a snapshot store directory")
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def _write_atomically(self, key: str, write: Callable[[str], None]) -> None:
+        """``write`` a temp file in ``tmp/``, then rename it onto ``key``; directories made on demand."""
+        temp = f"{self.root}/tmp/{uuid.uuid4().hex}.part"
+        target = f"{self.root}/{key}"
+        try:
+            try:
+                write(temp)
+            except FileNotFoundError:
+                os.makedirs(f"{self.root}/tmp", exist_ok=True)
+                write(temp)
+            try:
+                os.replace(temp, target)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(temp, target)
+        finally:
+            if os.path.lexists(temp):
+                os.unlink(temp)
+
+    def exists(self, key: str) -> bool:
+        return os.path.exists(f"{self.root}/{key}")
+
+    def put_file(self, key: str, source: Path) -> None:
+        self._write_atomically(key, lambda temp: shutil.copyfile(source, temp))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        def write(temp: str) -> None:
+            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(handle, view) :]
+            finally:
+                os.close(handle)
+
+        self._write_atomically(key, write)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def get_file(self, key: str, target: Path) -> None:
+        try:
+            shutil.copyfile(self._path(key), target)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        with open(self._path(key), "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                yield chunk
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        base = self._path(prefix.rsplit("/", 1)[0] if "/" in prefix else "")
+        if not base.is_dir():
+            return
+        for dirpath, _dirnames, filenames in os.walk(base):
+            rel_dir = Path(dirpath).relative_to(self.root).as_posix()
+            for name in filenames:
+                key = name if rel_dir == "." else f"{rel_dir}/{name}"
+                if key.startswith(prefix):
+                    yield key
+
+    def is_empty(self) -> bool:
+        return not self.root.exists() or not any(self.root.iterdir())
+
+    def stat_cache_path(self) -> Path:
+        return self.root / "cache" / "stat.sqlite"
+
+
+class S3Backend:
+    """A store under ``s3://bucket/prefix``, driven through a boto3 S3 client.
+
+    The client comes from the Amazon provider's ``S3Hook`` (endpoint and credentials from an Airflow
+    connection); this module only uses it. Single PUTs are atomic in S3, so no temp keys are needed.
+    """
+
+    parallelism = 16
+
+    def __init__(self, uri: str, client: Any) -> None:
+        if not uri.startswith("s3://") or len(uri) <= len("s3://"):
+            raise SnapshotError(f"store {uri!r} is not an s3://bucket/prefix URI")
+        bucket, _, prefix = uri[len("s3://") :].partition("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+        self.client = client
+        self._check_bucket()
+
+    def _check_bucket(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            raise SnapshotError(
+                f"store {self.uri}: bucket {self.bucket!r} is not reachable ({code or error}); "
+                "create it or check the AWS connection"
+            ) from None
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def exists(self, key: str) -> bool:
+        try:
+            with _missing_as_key_error(key):
+                self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except KeyError:
+            return False
+        return True
+
+    def put_file(self, key: str, source: Path) -> None:
+        self.client.upload_file(str(source), self.bucket, self._key(key))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key: str) -> bytes:
+        with _missing_as_key_error(key):
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+
+    def get_file(self, key: str, target: Path) -> None:
+        with _missing_as_key_error(key):
+            self.client.download_file(self.bucket, self._key(key), str(target))
+
+    def iter_chunks(self, key: str) -> Iterator[bytes]:
+        body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
+        yield from body.iter_chunks(_CHUNK)
+
+    def list_keys(self, prefix: str) -> Iterator[str]:
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            for item in page.get("Contents", []):
+                yield item["Key"][strip:]
+
+    def is_empty(self) -> bool:
+        return next(self.list_keys(""), None) is None
+
+    def stat_cache_path(self) -> Path:
+        return mlops_home() / "stat-cache" / f"{digest_bytes(self.uri.encode())[:24]}.sqlite"
+
+
+@contextmanager
+def _missing_as_key_error(key: str) -> Iterator[None]:
+    """Turn S3's several spellings of "no such key" into ``KeyError``, as the local backend does."""
+    from botocore.exceptions import ClientError
+
+    try:
+        yield
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            raise KeyError(key) from None
+        raise
+
+
+def temp_file_beside(target: Path) -> Path:
+    """A unique temp path in ``target``'s directory, so ``os.replace`` onto ``target`` is atomic."""
+    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(handle)
+    return Path(name)

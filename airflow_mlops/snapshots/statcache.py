@@ -1,0 +1,88 @@
+"""Stat cache: lets a re-snapshot of unchanged files skip re-hashing them.
+
+An entry says "the file at this absolute path, with this size, mtime_ns and inode, has this digest,
+and that object is in this store". It is one SQLite file per store (beside a local store, under
+AIRFLOW_HOME for S3), safe for concurrent snapshot processes. Entries are written only after their
+objects are stored, and never for files modified so recently that a same-size rewrite within the
+file system's timestamp granularity could go unseen (git's "racy clean" problem).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Files whose mtime is this close to the scan start are not cached (coarse kernel clock ticks).
+RACY_WINDOW_NS = 50_000_000
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """The part of ``os.stat`` that identifies one version of a file."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, result: os.stat_result) -> FileStat:
+        return cls(result.st_size, result.st_mtime_ns, result.st_ino)
+
+
+class StatCache:
+    """Digests of files by (path, size, mtime_ns, inode)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=60)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+            " mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, digest TEXT NOT NULL)"
+        )
+        return connection
+
+    def load_under(self, root: Path) -> dict[str, tuple[FileStat, str]]:
+        """All entries for ``root`` itself or files below it, keyed by absolute path."""
+        if not self.path.exists():
+            return {}
+        root_str = str(root)
+        lower, upper = root_str + os.sep, root_str + chr(ord(os.sep) + 1)
+        connection = self._connect()
+        try:
+            rows = connection.execute(
+                "SELECT path, size, mtime_ns, inode, digest FROM entries"
+                " WHERE path = ? OR (path >= ? AND path < ?)",
+                (root_str, lower, upper),
+            ).fetchall()
+        finally:
+            connection.close()
+        return {path: (FileStat(size, mtime, inode), digest) for path, size, mtime, inode, digest in rows}
+
+    def store(self, entries: dict[str, tuple[FileStat, str]], scan_started_ns: int) -> None:
+        """Remember digests of files that were stored, skipping racily recent ones."""
+        cutoff = scan_started_ns - RACY_WINDOW_NS
+        rows = [
+            (path, stat.size, stat.mtime_ns, stat.inode, digest)
+            for path, (stat, digest) in entries.items()
+            if stat.mtime_ns < cutoff
+        ]
+        if not rows:
+            return
+        connection = self._connect()
+        try:
+            with connection:
+                connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+        finally:
+            connection.close()
+
+
+def now_ns() -> int:
+    """Wall-clock time in the same clock file systems stamp mtimes with."""
+    return time.time_ns()

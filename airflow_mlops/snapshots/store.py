@@ -1,0 +1,378 @@
+"""Content-addressed snapshot store: the data version every other record points at.
+
+Layout under the store root (local directory or S3 prefix), after DVC's cache::
+
+    airflow-mlops-store.json        marker: format and hash algorithm
+    objects/ab/cdef...              file contents and manifests, named by their BLAKE3 digest
+    records/<snapshot_id>/<ns>-<rand>.json   one small record per snapshot taken
+    cache/stat.sqlite               stat cache (local stores; S3 stores keep it under AIRFLOW_HOME)
+
+A manifest lists (relative path, size, digest) sorted by path; the snapshot id is the digest of the
+manifest, which is itself stored as an object. So the same bytes under the same relative names give
+the same id on any machine, and one changed byte gives a new one. Objects and manifest are written
+before the record, each atomically, so a snapshot exists only once all of its bytes do.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat as stat_module
+import uuid
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from airflow_mlops.errors import SnapshotError
+from airflow_mlops.snapshots.backends import Backend, LocalBackend, S3Backend, temp_file_beside
+from airflow_mlops.snapshots.hashing import ALGORITHM, digest_bytes, digest_chunks, digest_file
+from airflow_mlops.snapshots.statcache import FileStat, StatCache, now_ns
+
+MARKER_KEY = "airflow-mlops-store.json"
+MANIFEST_FORMAT = 1
+MIN_ID_PREFIX = 6
+#: Files below this size are read into memory once: hashed and stored from the same bytes.
+_READ_WHOLE_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    path: str
+    size: int
+    digest: str
+
+
+@dataclass
+class SnapshotRecord:
+    """One snapshot taken: which bytes (the id), from where, when, by whom, derived from what."""
+
+    snapshot_id: str
+    store: str
+    created: str
+    files: int
+    bytes: int
+    source: str
+    host: str
+    airflow: dict[str, Any] = field(default_factory=dict)
+    parents: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        return snapshot_uri(self.store, self.snapshot_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "uri": self.uri}
+
+
+@dataclass
+class VerifyProblem:
+    """A stored object that is missing or whose bytes no longer match its name."""
+
+    digest: str
+    kind: str  # "missing" or "damaged"
+    snapshots: list[str]
+
+    def describe(self) -> str:
+        users = ", ".join(self.snapshots) if self.snapshots else "no snapshot"
+        return f"{self.kind} object {self.digest} (used by {users})"
+
+
+def snapshot_uri(store: str, snapshot_id: str) -> str:
+    """The URI naming one snapshot in one store: ``<store>#<snapshot_id>``."""
+    return f"{store}#{snapshot_id}"
+
+
+def parse_snapshot_uri(uri: str) -> tuple[str, str]:
+    """Split ``<store>#<snapshot_id>`` back into its parts."""
+    store, sep, snapshot_id = uri.rpartition("#")
+    if not sep or not store or not snapshot_id:
+        raise SnapshotError(f"{uri!r} is not a snapshot URI (<store>#<snapshot_id>)")
+    return store, snapshot_id
+
+
+def _object_key(digest: str) -> str:
+    return f"objects/{digest[:2]}/{digest[2:]}"
+
+
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_manifest(entries: Iterable[ManifestEntry]) -> bytes:
+    """Canonical manifest bytes: the snapshot id is their digest."""
+    files = sorted(([e.path, e.size, e.digest] for e in entries), key=lambda row: row[0])
+    return _encode({"format": MANIFEST_FORMAT, "files": files})
+
+
+class SnapshotStore:
+    """Take, find, restore and verify snapshots in one store."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.uri = backend.uri
+        self._stat_cache = StatCache(backend.stat_cache_path())
+        self._initialized = backend.exists(MARKER_KEY)
+        if not self._initialized and not backend.is_empty():
+            raise SnapshotError(
+                f"{self.uri} is not a snapshot store (no {MARKER_KEY}); give a new or empty location"
+            )
+
+    @classmethod
+    def open(cls, uri: str, s3_client: Any = None) -> SnapshotStore:
+        """Open a local directory, or an ``s3://`` prefix through ``s3_client``."""
+        if uri.startswith("s3://"):
+            if s3_client is None:
+                raise SnapshotError(f"store {uri} needs an S3 client (an AWS connection)")
+            return cls(S3Backend(uri, s3_client))
+        if "://" in uri:
+            raise SnapshotError(f"store {uri!r}: only local directories and s3:// are supported")
+        return cls(LocalBackend(uri))
+
+    # ----------------------------------------------------------------- taking snapshots
+
+    def snapshot(
+        self,
+        source: str | os.PathLike,
+        *,
+        airflow: Mapping[str, Any] | None = None,
+        parents: Iterable[str] = (),
+        extra: Mapping[str, Any] | None = None,
+    ) -> SnapshotRecord:
+        """Record the file or directory tree at ``source`` and return its snapshot record.
+
+        Unchanged files (per the stat cache) are not re-hashed; objects already stored are not
+        re-written. All input is checked before anything is written.
+        """
+        root = Path(source).expanduser().absolute()
+        scan_started = now_ns()
+        files = _scan(root)
+        cached = self._stat_cache.load_under(root)
+        digests: dict[str, str] = {}
+        misses: list[tuple[str, FileStat]] = []
+        for _rel, path, stat in files:
+            hit = cached.get(path)
+            if hit is not None and hit[0] == stat:
+                digests[path] = hit[1]
+            else:
+                misses.append((path, stat))
+        for path, _stat in misses:
+            if not os.access(path, os.R_OK):
+                raise SnapshotError(f"cannot read {path}: permission denied")
+        self._ensure_initialized()
+        if misses:
+            with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
+                for (path, _stat), digest in zip(misses, pool.map(self._store_file, *zip(*misses))):
+                    digests[path] = digest
+
+        entries = [ManifestEntry(rel, stat.size, digests[path]) for rel, path, stat in files]
+        manifest = encode_manifest(entries)
+        snapshot_id = digest_bytes(manifest)
+        manifest_key = _object_key(snapshot_id)
+        if not self.backend.exists(manifest_key):
+            self.backend.put_bytes(manifest_key, manifest)
+
+        record = SnapshotRecord(
+            snapshot_id=snapshot_id,
+            store=self.uri,
+            created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            files=len(entries),
+            bytes=sum(entry.size for entry in entries),
+            source=str(root),
+            host=socket.gethostname(),
+            airflow=dict(airflow or {}),
+            parents=list(parents),
+            extra=dict(extra or {}),
+        )
+        record_key = f"records/{snapshot_id}/{now_ns():020d}-{uuid.uuid4().hex[:8]}.json"
+        self.backend.put_bytes(record_key, _encode(asdict(record)))
+        self._stat_cache.store({path: (stat, digests[path]) for path, stat in misses}, scan_started)
+        return record
+
+    def _store_file(self, path: str, stat: FileStat) -> str:
+        """Hash one file and store its bytes unless the store has them; returns the digest.
+
+        Small files are read once (hashed and written from memory); large ones are hashed through
+        mmap and copied by the backend. A file that changed since it was scanned is an error.
+        """
+        try:
+            if stat.size < _READ_WHOLE_LIMIT:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+                    after = FileStat.of(os.fstat(handle.fileno()))
+                digest = digest_bytes(data)
+                if not self.backend.exists(_object_key(digest)):
+                    self.backend.put_bytes(_object_key(digest), data)
+            else:
+                digest = digest_file(path, stat.size)
+                if not self.backend.exists(_object_key(digest)):
+                    self.backend.put_file(_object_key(digest), Path(path))
+                after = FileStat.of(os.stat(path))
+        except OSError as error:
+            raise SnapshotError(f"cannot read {path}: {error.strerror or error}") from None
+        if after != stat:
+            raise SnapshotError(f"{path} changed while it was being snapshotted; take the snapshot again")
+        return digest
+
+    def _require_store(self) -> None:
+        if not self._initialized:
+            raise SnapshotError(f"no snapshot store at {self.uri}; take a snapshot there first")
+
+    def _ensure_initialized(self) -> None:
+        if not self._initialized:
+            self.backend.put_bytes(MARKER_KEY, _encode({"format": 1, "hash": ALGORITHM}))
+            self._initialized = True
+
+    # ----------------------------------------------------------------- reading records
+
+    def records(self, snapshot_id: str | None = None) -> list[SnapshotRecord]:
+        """Snapshot records, newest first; only those of ``snapshot_id`` when given."""
+        self._require_store()
+        prefix = f"records/{self.resolve(snapshot_id)}/" if snapshot_id else "records/"
+        records = [
+            SnapshotRecord(**json.loads(self.backend.get_bytes(key)))
+            for key in self.backend.list_keys(prefix)
+            if key.endswith(".json")
+        ]
+        return sorted(records, key=lambda record: record.created, reverse=True)
+
+    def snapshot_ids(self) -> set[str]:
+        return {key.split("/")[1] for key in self.backend.list_keys("records/")}
+
+    def resolve(self, snapshot_id: str) -> str:
+        """The full id for an id or a unique prefix of at least six characters."""
+        self._require_store()
+        candidate = snapshot_id.strip().lower()
+        if len(candidate) < MIN_ID_PREFIX or any(c not in "0123456789abcdef" for c in candidate):
+            raise SnapshotError(f"{snapshot_id!r} is not a snapshot id (hex, at least {MIN_ID_PREFIX} characters)")
+        matches = {key.split("/")[1] for key in self.backend.list_keys(f"records/{candidate}")}
+        if not matches:
+            raise SnapshotError(f"unknown snapshot id {snapshot_id} in store {self.uri}; see 'airflow-mlops log'")
+        if len(matches) > 1:
+            raise SnapshotError(f"snapshot id prefix {snapshot_id} is ambiguous in {self.uri}; give more characters")
+        return matches.pop()
+
+    def manifest(self, snapshot_id: str) -> list[ManifestEntry]:
+        """The files of a snapshot, checked against the id before they are trusted."""
+        full_id = self.resolve(snapshot_id)
+        try:
+            data = self.backend.get_bytes(_object_key(full_id))
+        except KeyError:
+            raise SnapshotError(f"manifest of snapshot {full_id} is missing; run 'airflow-mlops verify'") from None
+        if digest_bytes(data) != full_id:
+            raise SnapshotError(f"manifest of snapshot {full_id} is damaged; run 'airflow-mlops verify'")
+        return [ManifestEntry(*row) for row in json.loads(data)["files"]]
+
+    # ----------------------------------------------------------------- restore and verify
+
+    def restore(self, snapshot_id: str, dest: str | os.PathLike, *, force: bool = False) -> list[ManifestEntry]:
+        """Write the snapshot's files under ``dest``, each checked against its digest.
+
+        Refuses entries that would land outside ``dest`` (absolute paths, ``..``, symlinks out),
+        and a non-empty ``dest`` unless ``force`` (which overwrites listed files, keeps others).
+        """
+        entries = self.manifest(snapshot_id)
+        dest_path = Path(dest).expanduser().absolute()
+        if dest_path.exists() and not dest_path.is_dir():
+            raise SnapshotError(f"restore target {dest_path} is a file; give a directory")
+        if dest_path.is_dir() and any(dest_path.iterdir()) and not force:
+            raise SnapshotError(f"restore target {dest_path} is not empty; use --force to overwrite")
+        dest_real = Path(os.path.realpath(dest_path))
+        targets = [(entry, _safe_target(dest_path, dest_real, entry.path)) for entry in entries]
+        for entry, target in targets:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temp = temp_file_beside(target)
+            try:
+                try:
+                    self.backend.get_file(_object_key(entry.digest), temp)
+                except KeyError:
+                    raise SnapshotError(f"object {entry.digest} for {entry.path} is missing; run 'airflow-mlops verify'") from None
+                if digest_file(temp, entry.size) != entry.digest:
+                    raise SnapshotError(f"object {entry.digest} for {entry.path} is damaged; run 'airflow-mlops verify'")
+                os.replace(temp, target)
+            finally:
+                temp.unlink(missing_ok=True)
+        return entries
+
+    def verify(self, snapshot_id: str | None = None) -> list[VerifyProblem]:
+        """Re-hash stored objects: those of one snapshot, or every object in the store."""
+        self._require_store()
+        snapshot_ids = [self.resolve(snapshot_id)] if snapshot_id else sorted(self.snapshot_ids())
+        users: dict[str, set[str]] = {}
+        problems: dict[str, str] = {}
+        for sid in snapshot_ids:
+            users.setdefault(sid, set()).add(sid)
+            try:
+                entries = self.manifest(sid)
+            except SnapshotError:
+                continue  # reported below as the manifest object's own problem
+            for entry in entries:
+                users.setdefault(entry.digest, set()).add(sid)
+        to_check = set(users)
+        if snapshot_id is None:
+            to_check |= {key[len("objects/") :].replace("/", "") for key in self.backend.list_keys("objects/")}
+        for digest in sorted(to_check):
+            key = _object_key(digest)
+            if not self.backend.exists(key):
+                problems[digest] = "missing"
+            elif digest_chunks(self.backend.iter_chunks(key)) != digest:
+                problems[digest] = "damaged"
+        return [VerifyProblem(d, kind, sorted(users.get(d, ()))) for d, kind in sorted(problems.items())]
+
+
+def _scan(root: Path) -> list[tuple[str, str, FileStat]]:
+    """The regular files under ``root`` as (relative POSIX path, absolute path, stat), sorted, validated.
+
+    Plain strings and ``os.scandir`` rather than pathlib: this runs for every file on every snapshot.
+    """
+    try:
+        root_stat = os.stat(root)
+    except FileNotFoundError:
+        raise SnapshotError(f"source {root} does not exist") from None
+    except OSError as error:
+        raise SnapshotError(f"cannot read {root}: {error.strerror}") from None
+    if stat_module.S_ISREG(root_stat.st_mode):
+        return [(root.name, str(root), FileStat.of(root_stat))]
+    if not stat_module.S_ISDIR(root_stat.st_mode):
+        raise SnapshotError(f"source {root} is not a regular file or directory")
+    files = []
+    pending = [(str(root), "")]
+    while pending:
+        directory, rel_prefix = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as error:
+            raise SnapshotError(f"cannot read directory {directory}: {error.strerror}") from None
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append((entry.path, f"{rel_prefix}{entry.name}/"))
+                continue
+            try:
+                result = entry.stat()
+            except OSError as error:
+                raise SnapshotError(f"cannot read {entry.path}: {error.strerror}") from None
+            if stat_module.S_ISDIR(result.st_mode):
+                raise SnapshotError(f"{entry.path} is a symlinked directory; not supported")
+            if not stat_module.S_ISREG(result.st_mode):
+                raise SnapshotError(f"{entry.path} is not a regular file")
+            files.append((f"{rel_prefix}{entry.name}", entry.path, FileStat.of(result)))
+    if not files:
+        raise SnapshotError(f"source {root} has no files; nothing to snapshot")
+    files.sort(key=lambda item: item[0])
+    return files
+
+
+def _safe_target(dest: Path, dest_real: Path, rel_path: str) -> Path:
+    """``dest / rel_path``, refusing paths and existing symlinks that lead outside ``dest``."""
+    parts = rel_path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise SnapshotError(f"manifest entry {rel_path!r} would escape the restore target; refused")
+    target = dest.joinpath(*parts)
+    resolved = Path(os.path.realpath(target))
+    if dest_real not in resolved.parents:
+        raise SnapshotError(f"manifest entry {rel_path!r} would escape {dest} through a symlink; refused")
+    return target

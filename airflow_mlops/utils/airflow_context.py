@@ -1,0 +1,22 @@
+"""The one translation of an Airflow task context into the plain identity our records carry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def task_identity(context: Any) -> dict[str, Any]:
+    """dag_id, run_id, task_id, map_index, try_number and logical_date of the running task instance.
+
+    These name one attempt of one task instance: enough to find it in the Airflow UI months later.
+    """
+    ti = context["ti"]
+    logical_date = context.get("logical_date")
+    return {
+        "dag_id": ti.dag_id,
+        "run_id": ti.run_id,
+        "task_id": ti.task_id,
+        "map_index": ti.map_index,
+        "try_number": ti.try_number,
+        "logical_date": logical_date.isoformat() if logical_date is not None else None,
+    }

@@ -1,0 +1,129 @@
+"""Shared fixtures: real services on loopback (moto's S3 server, PostgreSQL), and a clean AIRFLOW_HOME.
+
+A service that is missing skips the test with the reason locally, and fails it under CI=true.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+VENV_BIN = Path(sys.executable).parent
+
+
+def require_service(ok: bool, reason: str) -> None:
+    """Skip (locally) or fail (in CI) when a real service the test needs is not there."""
+    if ok:
+        return
+    if IN_CI:
+        pytest.fail(f"required service missing in CI: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            return False
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.fixture(autouse=True)
+def airflow_home(tmp_path_factory, monkeypatch) -> Path:
+    """Each test gets its own AIRFLOW_HOME, so default stores and stat caches never leak between tests."""
+    home = tmp_path_factory.mktemp("airflow_home")
+    monkeypatch.setenv("AIRFLOW_HOME", str(home))
+    monkeypatch.delenv("AIRFLOW_MLOPS_STORE", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """moto's S3 server as a real HTTP endpoint on 127.0.0.1, in its own process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        require_service(wait_for_port(port, process=process), "moto's S3 server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_store(moto_s3, monkeypatch):
+    """A fresh bucket on moto, an Airflow AWS connection pointing at it, and its store URI."""
+    import boto3
+
+    conn = {
+        "conn_type": "aws",
+        "login": "testing-key-id",
+        "password": "testing-secret-key",
+        "extra": {"endpoint_url": moto_s3, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_TEST", json.dumps(conn))
+    bucket = f"snapshots-{uuid.uuid4().hex[:12]}"
+    client = boto3.client(
+        "s3", endpoint_url=moto_s3, region_name="us-east-1",
+        aws_access_key_id="testing-key-id", aws_secret_access_key="testing-secret-key",
+    )
+    client.create_bucket(Bucket=bucket)
+    return {"uri": f"s3://{bucket}/team/store", "conn_id": "aws_test", "client": client, "bucket": bucket}
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A database of its own on the local PostgreSQL for this test session, dropped afterwards."""
+    try:
+        import psycopg2
+
+        admin = psycopg2.connect(host="127.0.0.1", port=5432, dbname="postgres", user=_pg_user(), connect_timeout=5)
+    except Exception as error:  # noqa: BLE001 - any failure means the service is not usable
+        require_service(False, f"PostgreSQL on 127.0.0.1:5432 is not reachable: {error}")
+    admin.autocommit = True
+    name = f"airflow_mlops_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg2://{_pg_user()}@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _pg_user() -> str:
+    return os.environ.get("PGUSER") or "postgres"
+
+
+def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subprocess.CompletedProcess:
+    """Run the installed ``airflow-mlops`` console script."""
+    result = subprocess.run(
+        [str(VENV_BIN / "airflow-mlops"), *args], capture_output=True, text=True, env=env or os.environ.copy()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"airflow-mlops {' '.join(args)} failed: {result.stderr}")
+    return result

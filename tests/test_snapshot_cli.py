@@ -1,0 +1,149 @@
+"""The ``airflow-mlops`` snapshot verbs as users run them: exit codes, output, crashes, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_mlops.snapshots import SnapshotStore
+from tests.conftest import VENV_BIN, run_cli
+from tests.test_snapshot_store import TREE, make_tree
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) if root.exists() else []
+
+
+def test_snapshot_prints_the_id_last_and_round_trips(tmp_path):
+    src = make_tree(tmp_path / "src", TREE)
+    store = str(tmp_path / "store")
+    taken = run_cli("snapshot", str(src), "--store", store, check=True)
+    snapshot_id = taken.stdout.strip().splitlines()[-1]
+    assert len(snapshot_id) == 64
+
+    assert run_cli("verify", "--store", store, snapshot_id, check=True).returncode == 0
+    run_cli("restore", snapshot_id, str(tmp_path / "out"), "--store", store, check=True)
+    assert (tmp_path / "out" / "nested/b.csv").read_bytes() == TREE["nested/b.csv"]
+
+    rows = json.loads(run_cli("log", "--store", store, "--format", "json", check=True).stdout)
+    assert [row["snapshot_id"] for row in rows] == [snapshot_id]
+    assert rows[0]["files"] == 3 and rows[0]["source"] == str(src)
+    table = run_cli("log", "--store", store, check=True).stdout
+    assert snapshot_id[:12] in table and "3 files" in table
+
+
+def test_default_store_lives_under_airflow_home(tmp_path, airflow_home):
+    src = make_tree(tmp_path / "src", TREE)
+    snapshot_id = run_cli("snapshot", str(src), check=True).stdout.split()[-1]
+    assert (airflow_home / "airflow_mlops" / "snapshots" / "records" / snapshot_id).is_dir()
+
+
+def test_verify_exits_non_zero_naming_the_damaged_object_and_its_snapshots(tmp_path):
+    src = make_tree(tmp_path / "src", TREE)
+    store_dir = tmp_path / "store"
+    snapshot_id = run_cli("snapshot", str(src), "--store", str(store_dir), check=True).stdout.split()[-1]
+    victim = next(p for p in (store_dir / "objects").rglob("*") if p.is_file() and p.stat().st_size == 800)
+    os.chmod(victim, 0o644)
+    victim.write_bytes(b"X" * 800)
+    result = run_cli("verify", "--store", str(store_dir))
+    digest = victim.parent.name + victim.name
+    assert result.returncode == 1
+    assert f"damaged object {digest} (used by {snapshot_id})" in result.stderr
+
+
+def unreadable_for_cli(path: Path) -> list[str]:
+    """Make ``path`` unreadable and return a command prefix under which that holds, even for root.
+
+    Root ignores file modes through CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH; setpriv drops them.
+    """
+    os.chmod(path, 0)
+    if os.geteuid() != 0:
+        return []
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    store = tmp_path / "store"
+    (tmp_path / "empty").mkdir()
+    unreadable_tree = make_tree(tmp_path / "unreadable", {"ok.csv": b"1", "secret.csv": b"2"})
+    unprivileged = unreadable_for_cli(unreadable_tree / "secret.csv")
+    store_for_unreadable = tmp_path / "store-for-unreadable"
+    not_a_store = make_tree(tmp_path / "documents", {"cv.pdf": b"%PDF"})
+
+    cases = [
+        (("snapshot", str(tmp_path / "missing"), "--store", str(store)), "does not exist", []),
+        (("snapshot", str(tmp_path / "empty"), "--store", str(store)), "no files", []),
+        (("snapshot", str(unreadable_tree), "--store", str(store_for_unreadable)), "secret.csv", unprivileged),
+        (("snapshot", str(tmp_path / "empty"), "--store", str(not_a_store)), "not a snapshot store", []),
+        (("restore", "0123456789ab", str(tmp_path / "out"), "--store", str(store)), "no snapshot store", []),
+        (("verify", "--store", str(tmp_path / "src" / "a.csv")), "is a file", []),
+    ]
+    make_tree(tmp_path / "src", TREE)
+    for args, message, prefix in cases:
+        result = subprocess.run([*prefix, str(VENV_BIN / "airflow-mlops"), *args], capture_output=True, text=True)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr
+        assert result.stdout == ""
+    assert not store.exists() and not store_for_unreadable.exists()
+    assert listing(not_a_store) == ["cv.pdf"]
+
+    real_id = run_cli("snapshot", str(tmp_path / "src"), "--store", str(store), check=True).stdout.split()[-1]
+    unknown = run_cli("restore", "0123456789ab", str(tmp_path / "out"), "--store", str(store))
+    assert unknown.returncode == 2 and "unknown snapshot id 0123456789ab" in unknown.stderr
+    assert not (tmp_path / "out").exists()
+    assert run_cli("restore", real_id, str(tmp_path / "src"), "--store", str(store)).returncode == 2
+
+
+def test_a_snapshot_killed_midway_leaves_no_record_and_no_corrupt_object(tmp_path):
+    src = make_tree(tmp_path / "big", {f"part-{i:04d}.bin": os.urandom(256 * 1024) for i in range(600)})
+    store_dir = tmp_path / "store"
+    process = subprocess.Popen([str(VENV_BIN / "airflow-mlops"), "snapshot", str(src), "--store", str(store_dir)])
+    objects = store_dir / "objects"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if objects.is_dir() and sum(1 for p in objects.rglob("*") if p.is_file()) >= 20:
+            break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the snapshot finished before it could be killed"
+
+    written = [p for p in objects.rglob("*") if p.is_file()]
+    assert 20 <= len(written) < 600
+    store = SnapshotStore.open(str(store_dir))
+    assert not (store_dir / "records").exists() or listing(store_dir / "records") == []
+    assert store.verify() == []  # every object present is whole and matches its name
+
+    snapshot_id = run_cli("snapshot", str(src), "--store", str(store_dir), check=True).stdout.split()[-1]
+    assert store.verify() == [] and [r.snapshot_id for r in store.records()] == [snapshot_id]
+
+
+def test_two_processes_snapshotting_into_one_store_both_succeed(tmp_path):
+    shared = {f"shared-{i}.bin": os.urandom(64 * 1024) for i in range(200)}
+    tree_a = make_tree(tmp_path / "a", {**shared, "only-a.txt": b"a"})
+    tree_b = make_tree(tmp_path / "b", {**shared, "only-b.txt": b"b"})
+    store_dir = str(tmp_path / "store")
+    processes = [
+        subprocess.Popen(
+            [str(VENV_BIN / "airflow-mlops"), "snapshot", str(tree), "--store", store_dir],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for tree in (tree_a, tree_b, tree_a)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], [err for _, err in outputs]
+    ids = [out.split()[-1] for out, _ in outputs]
+    assert ids[0] == ids[2] != ids[1]
+    store = SnapshotStore.open(store_dir)
+    assert len(store.records()) == 3 and store.verify() == []
+
+
+@pytest.mark.parametrize("verb", ["snapshot", "restore", "verify", "log"])
+def test_every_verb_documents_its_store_option(verb):
+    assert "--store" in run_cli(verb, "--help", check=True).stdout

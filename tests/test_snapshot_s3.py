@@ -1,0 +1,55 @@
+"""Snapshot store on S3: moto's server on 127.0.0.1, reached through the Amazon provider's S3Hook."""
+
+from __future__ import annotations
+
+import json
+
+from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
+from tests.conftest import run_cli
+from tests.test_snapshot_store import TREE, make_tree
+
+
+def test_s3_store_round_trip_through_an_airflow_connection(tmp_path, s3_store, airflow_home):
+    src = make_tree(tmp_path / "src", TREE)
+    args = ("--store", s3_store["uri"], "--aws-conn-id", s3_store["conn_id"])
+    taken = run_cli("snapshot", str(src), *args, check=True)
+    snapshot_id = taken.stdout.strip().splitlines()[-1]
+
+    keys = [o["Key"] for o in s3_store["client"].list_objects_v2(Bucket=s3_store["bucket"])["Contents"]]
+    assert "team/store/airflow-mlops-store.json" in keys
+    assert f"team/store/objects/{snapshot_id[:2]}/{snapshot_id[2:]}" in keys
+    assert any(key.startswith(f"team/store/records/{snapshot_id}/") for key in keys)
+    # The stat cache of an S3 store is persistent, under AIRFLOW_HOME.
+    assert list((airflow_home / "airflow_mlops" / "stat-cache").glob("*.sqlite"))
+
+    run_cli("restore", snapshot_id[:8], str(tmp_path / "out"), *args, check=True)
+    assert (tmp_path / "out" / "nested/deeper/c.bin").read_bytes() == TREE["nested/deeper/c.bin"]
+    assert run_cli("verify", *args, check=True).returncode == 0
+    rows = json.loads(run_cli("log", "--format", "json", *args, check=True).stdout)
+    assert [row["uri"] for row in rows] == [f"{s3_store['uri']}#{snapshot_id}"]
+    assert "testing-secret-key" not in taken.stdout + taken.stderr
+
+
+def test_s3_store_dedups_and_verify_finds_damage(tmp_path, s3_store):
+    hook = SnapshotStoreHook(s3_store["uri"], s3_store["conn_id"])
+    store = hook.get_conn()
+    src = make_tree(tmp_path / "src", TREE)
+    first = store.snapshot(src)
+    (src / "a.csv").write_bytes(b"changed\n")
+    second = hook.get_conn().snapshot(src)
+    assert first.snapshot_id != second.snapshot_id
+
+    objects = s3_store["client"].list_objects_v2(Bucket=s3_store["bucket"], Prefix="team/store/objects/")["Contents"]
+    assert len(objects) == 3 + 1 + 2  # three first contents, one new content, two manifests
+
+    b_csv = next(o["Key"] for o in objects if o["Size"] == len(TREE["nested/b.csv"]))
+    s3_store["client"].put_object(Bucket=s3_store["bucket"], Key=b_csv, Body=b"tampered")
+    problems = store.verify()
+    assert [(p.kind, p.snapshots) for p in problems] == [("damaged", sorted([first.snapshot_id, second.snapshot_id]))]
+    assert problems[0].digest == b_csv.split("/", 3)[3].replace("/", "")
+
+
+def test_missing_bucket_is_a_one_line_error(s3_store):
+    result = run_cli("log", "--store", "s3://no-such-bucket-here/x", "--aws-conn-id", s3_store["conn_id"])
+    assert result.returncode == 2
+    assert "airflow-mlops: error: store s3://no-such-bucket-here/x: bucket 'no-such-bucket-here'" in result.stderr
