@@ -22,3 +22,13 @@ def mlops_home() -> Path:
 def default_snapshot_store() -> str:
     """The snapshot store used when none is given: ``$AIRFLOW_MLOPS_STORE``, else under AIRFLOW_HOME."""
     return os.environ.get("AIRFLOW_MLOPS_STORE") or str(mlops_home() / "snapshots")
+
+
+def embedded_tracking_uri() -> str:
+    """MLflow tracking store used when no ``mlflow`` connection is configured: SQLite under AIRFLOW_HOME."""
+    return f"sqlite:///{mlops_home() / 'mlflow.db'}"
+
+
+def embedded_artifact_root() -> str:
+    """Where the embedded MLflow store keeps artifacts (one folder per experiment)."""
+    return (mlops_home() / "mlartifacts").as_uri()

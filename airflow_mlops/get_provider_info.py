@@ -12,11 +12,18 @@ def get_provider_info() -> dict:
         "versions": [__version__],
         "integrations": [
             {"integration-name": "Data snapshots", "tags": ["software"]},
+            {"integration-name": "MLflow", "external-doc-url": "https://mlflow.org/docs/latest/", "tags": ["software"]},
         ],
         "operators": [
             {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.operators.snapshot"]},
+            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.operators.training"]},
         ],
         "hooks": [
             {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.hooks.snapshot_store"]},
+            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
         ],
+        "connection-types": [
+            {"hook-class-name": "airflow_mlops.hooks.mlflow.MlflowHook", "connection-type": "mlflow"},
+        ],
+        "extra-links": ["airflow_mlops.links.mlflow.MlflowRunLink"],
     }

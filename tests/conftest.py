@@ -127,3 +127,53 @@ def run_cli(*args: str, env: dict | None = None, check: bool = False) -> subproc
     if check and result.returncode != 0:
         raise AssertionError(f"airflow-mlops {' '.join(args)} failed: {result.stderr}")
     return result
+
+
+MLFLOW_ADMIN = "admin"
+MLFLOW_ADMIN_PASSWORD = "s3cret-Passw0rd-for-tests"
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(postgres_url, tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1 with a PostgreSQL backend store and basic auth, as teams run it."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    auth_config = root / "basic_auth.ini"
+    auth_config.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{root / 'auth.db'}\n"
+        f"admin_username = {MLFLOW_ADMIN}\nadmin_password = {MLFLOW_ADMIN_PASSWORD}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = free_port()
+    env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config), "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
+    log = open(root / "server.log", "w")
+    process = subprocess.Popen(
+        [
+            str(VENV_BIN / "mlflow"), "server", "--app-name", "basic-auth",
+            "--backend-store-uri", postgres_url, "--artifacts-destination", str(root / "artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
+    )
+    try:
+        started = wait_for_port(port, timeout=90, process=process)
+        require_service(started, f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+        yield {"url": f"http://127.0.0.1:{port}", "port": port, "log": root / "server.log"}
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+@pytest.fixture
+def mlflow_conn(mlflow_server, monkeypatch) -> str:
+    """An Airflow ``mlflow`` connection to the test server, with its credentials; returns the conn id."""
+    conn = {
+        "conn_type": "mlflow", "host": "127.0.0.1", "port": mlflow_server["port"], "schema": "http",
+        "login": MLFLOW_ADMIN, "password": MLFLOW_ADMIN_PASSWORD,
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TEST", json.dumps(conn))
+    return "mlflow_test"

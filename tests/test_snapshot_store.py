@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.errors import SnapshotError
-from airflow_mlops.snapshots import SnapshotStore, parse_snapshot_uri
+from airflow_mlops.snapshots import SnapshotStore, parse_snapshot_ref
 from airflow_mlops.snapshots import store as store_module
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.snapshots.store import ManifestEntry, encode_manifest
@@ -228,7 +228,7 @@ def test_log_lists_records_newest_first_with_airflow_context(tmp_path):
     assert len(records) == 2
     assert records[0].airflow == identity and records[0].parents == ["abc"]
     assert records[0].source == str(src)
-    assert parse_snapshot_uri(records[0].uri) == (store.uri, latest.snapshot_id)
+    assert parse_snapshot_ref(records[0].uri) == (store.uri, latest.snapshot_id)
 
 
 def test_an_existing_directory_that_is_not_a_store_is_refused(tmp_path):

@@ -1,5 +1,6 @@
 """Operators: thin adapters from Airflow's task world onto airflow_mlops' core modules."""
 
 from airflow_mlops.operators.snapshot import DataSnapshotOperator
+from airflow_mlops.operators.training import MLflowTrainOperator
 
-__all__ = ["DataSnapshotOperator"]
+__all__ = ["DataSnapshotOperator", "MLflowTrainOperator"]

@@ -5,7 +5,7 @@ from airflow_mlops.snapshots.store import (
     SnapshotRecord,
     SnapshotStore,
     VerifyProblem,
-    parse_snapshot_uri,
+    parse_snapshot_ref,
     snapshot_uri,
 )
 
@@ -14,6 +14,6 @@ __all__ = [
     "SnapshotRecord",
     "SnapshotStore",
     "VerifyProblem",
-    "parse_snapshot_uri",
+    "parse_snapshot_ref",
     "snapshot_uri",
 ]

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat as stat_module
+import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -87,11 +89,13 @@ def snapshot_uri(store: str, snapshot_id: str) -> str:
     return f"{store}#{snapshot_id}"
 
 
-def parse_snapshot_uri(uri: str) -> tuple[str, str]:
-    """Split ``<store>#<snapshot_id>`` back into its parts."""
-    store, sep, snapshot_id = uri.rpartition("#")
-    if not sep or not store or not snapshot_id:
-        raise SnapshotError(f"{uri!r} is not a snapshot URI (<store>#<snapshot_id>)")
+def parse_snapshot_ref(ref: str, default_store: str | None = None) -> tuple[str, str]:
+    """(store, snapshot id) from a snapshot URI ``<store>#<snapshot_id>``, or a bare id in ``default_store``."""
+    store, sep, snapshot_id = ref.strip().rpartition("#")
+    if not sep:
+        store, snapshot_id = default_store or "", ref.strip()
+    if not store or not snapshot_id:
+        raise SnapshotError(f"{ref!r} is not a snapshot URI (<store>#<snapshot_id>) and no store was given")
     return store, snapshot_id
 
 
@@ -297,6 +301,28 @@ class SnapshotStore:
             finally:
                 temp.unlink(missing_ok=True)
         return entries
+
+    def materialize(self, snapshot_id: str, cache_root: str | os.PathLike) -> Path:
+        """A local directory with the snapshot's files: ``cache_root/<id>``, restored once and reused.
+
+        Restores into a staging directory and renames it into place, so a directory at the final
+        path is always complete, even with concurrent tasks restoring the same id.
+        """
+        full_id = self.resolve(snapshot_id)
+        target = Path(cache_root) / full_id
+        if target.is_dir():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{full_id[:12]}.", dir=target.parent))
+        try:
+            self.restore(full_id, staging, force=True)
+            os.rename(staging, target)
+        except OSError:
+            if not target.is_dir():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     def verify(self, snapshot_id: str | None = None) -> list[VerifyProblem]:
         """Re-hash stored objects: those of one snapshot, or every object in the store."""

@@ -1,0 +1,83 @@
+"""What produced a run besides data and params: the code version and the runtime environment."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from airflow_mlops.snapshots.hashing import digest_bytes
+
+GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag, which it sets only for scripts
+
+
+def environment_tags() -> dict[str, str]:
+    """Python version, platform and CPU count of this process."""
+    return {
+        "airflow_mlops.python_version": platform.python_version(),
+        "airflow_mlops.platform": platform.platform(),
+        "airflow_mlops.cpu_count": str(os.cpu_count()),
+    }
+
+
+def installed_requirements() -> str:
+    """The installed package set as pinned requirements (``name==version`` lines, sorted)."""
+    pins = {
+        (dist.metadata["Name"] or "").lower(): f"{dist.metadata['Name']}=={dist.version}"
+        for dist in importlib.metadata.distributions()
+        if dist.metadata["Name"]
+    }
+    return "\n".join(pins[name] for name in sorted(pins)) + "\n"
+
+
+def pinned(*packages: str) -> list[str]:
+    """``name==installed version`` for each package that is installed (a model's requirements)."""
+    pins = []
+    for package in packages:
+        try:
+            pins.append(f"{package}=={importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
+@dataclass
+class CodeVersion:
+    """Git state of the folder holding the DAG, and digests of the source files that define the run."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    sources: dict[str, Path] = field(default_factory=dict)  # artifact name -> file
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=20
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def code_version(dag_file: str | None, module_file: str | None) -> CodeVersion:
+    """Commit and dirtiness of the DAG folder's git checkout, plus digests of the DAG and module files."""
+    version = CodeVersion()
+    if dag_file and Path(dag_file).is_file():
+        dag_path = Path(dag_file)
+        commit = _git(dag_path.parent, "rev-parse", "HEAD")
+        if commit:
+            status = _git(dag_path.parent, "status", "--porcelain")
+            version.tags[GIT_COMMIT_TAG] = commit
+            version.tags["airflow_mlops.git_dirty"] = str(bool(status)).lower()
+        version.tags["airflow_mlops.dag_file"] = str(dag_path)
+        version.tags["airflow_mlops.dag_file_digest"] = digest_bytes(dag_path.read_bytes())
+        version.sources[f"dag/{dag_path.name}"] = dag_path
+    if module_file and Path(module_file).is_file() and module_file != dag_file:
+        module_path = Path(module_file)
+        version.tags["airflow_mlops.train_module"] = str(module_path)
+        version.tags["airflow_mlops.train_module_digest"] = digest_bytes(module_path.read_bytes())
+        version.sources[f"train_module/{module_path.name}"] = module_path
+    return version

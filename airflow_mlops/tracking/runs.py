@@ -1,0 +1,69 @@
+"""One task instance, one finished MLflow run: identity tags and what a retry does with earlier runs.
+
+A task instance is (dag_id, run_id, task_id, map_index); each try of it is one attempt. Runs are
+tagged with the identity, so a retry finds the runs of earlier attempts by searching tags: that also
+finds a run whose attempt died right after creating it, before it could record the run id anywhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+TAG_PREFIX = "airflow."
+SNAPSHOT_TAG = "airflow_mlops.snapshot_id"
+ERROR_TAG = "airflow_mlops.error"
+_INSTANCE_KEYS = ("dag_id", "run_id", "task_id", "map_index")
+
+
+def identity_tags(identity: Mapping[str, Any]) -> dict[str, str]:
+    """``airflow.dag_id``, ``airflow.run_id``, ... for every identity field that has a value."""
+    return {f"{TAG_PREFIX}{key}": str(value) for key, value in identity.items() if value is not None}
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def task_instance_filter(identity: Mapping[str, Any]) -> str:
+    """MLflow search filter matching every attempt's run of this task instance."""
+    return " and ".join(f"tags.`{TAG_PREFIX}{key}` = {_quote(str(identity[key]))}" for key in _INSTANCE_KEYS)
+
+
+@dataclass
+class RetryDecision:
+    """What earlier attempts left: a finished run to return, and runs that were abandoned."""
+
+    finished_run: Any | None
+    abandoned_run_ids: list[str]
+
+
+def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, Any]) -> RetryDecision:
+    """Look at the runs earlier attempts of this task instance left in ``experiment_id``."""
+    runs = client.search_runs([experiment_id], filter_string=task_instance_filter(identity), max_results=100)
+    finished = [run for run in runs if run.info.status == "FINISHED"]
+    abandoned = [run.info.run_id for run in runs if run.info.status in ("RUNNING", "SCHEDULED")]
+    return RetryDecision(finished[0] if finished else None, abandoned)
+
+
+def fail_abandoned_runs(client: Any, run_ids: list[str], try_number: Any) -> None:
+    """Mark runs of crashed attempts FAILED, saying why, so none stays RUNNING forever."""
+    for run_id in run_ids:
+        client.set_tag(run_id, ERROR_TAG, f"abandoned: its task attempt died; superseded by try {try_number}")
+        client.set_terminated(run_id, status="FAILED")
+
+
+def get_or_create_experiment(client: Any, name: str, artifact_root: str | None) -> str:
+    """The experiment's id, creating it (with artifacts under ``artifact_root`` if given) if needed."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # another task created it concurrently
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id

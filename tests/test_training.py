@@ -1,0 +1,292 @@
+"""MLflowTrainOperator: what a run records, retries after real process kills, bad input, links, secrets."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_mlops.errors import MlopsError
+from airflow_mlops.snapshots import SnapshotStore
+from tests.conftest import MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD
+from tests.task_process import run_attempt
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    """A classification table snapshotted into a local store; returns (store, record)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=400, n_features=5, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]).assign(label=y)
+    frame["f0"] = np.round(frame["f0"], 6)
+    data = tmp_path / "data"
+    data.mkdir()
+    frame.to_csv(data / "train.csv", index=False)
+    store = SnapshotStore.open(str(tmp_path / "store"))
+    return store, store.snapshot(data)
+
+
+@pytest.fixture
+def markers(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "markers"
+    path.mkdir()
+    monkeypatch.setenv("TRAIN_MARKER_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def dag_file(tmp_path) -> Path:
+    """A DAG file in a git checkout, as teams deploy their DAG folder."""
+    repo = tmp_path / "dags_repo"
+    repo.mkdir()
+    dag = repo / "retrain.py"
+    dag.write_text("# the DAG that trains\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=ci@example.com", "-c", "user.name=ci"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "dags"], check=True)
+    return dag
+
+
+@pytest.fixture
+def embedded_client(airflow_home):
+    """A client on the embedded store (the default with no connection); MLflow points there meanwhile."""
+    import mlflow
+
+    from airflow_mlops.config import embedded_tracking_uri
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(embedded_tracking_uri())
+    yield mlflow.MlflowClient(embedded_tracking_uri())
+    mlflow.set_tracking_uri(previous)
+
+
+def attempt_config(tmp_path, snapshot_uri, try_number, **operator) -> dict:
+    return {
+        "dag_id": "retrain", "run_id": "scheduled__2026-01-01", "task_id": "train", "try_number": try_number,
+        "output": str(tmp_path / f"attempt-{try_number}.json"),
+        "operator": {"input_snapshot": snapshot_uri, "target": "label", "experiment_name": tmp_path.name, **operator},
+    }
+
+
+def run_in_process(config: dict, env: dict | None = None) -> subprocess.Popen:
+    path = Path(config["output"]).with_suffix(".config.json")
+    path.write_text(json.dumps(config))
+    log = open(Path(config["output"]).with_suffix(".log"), "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.task_process", str(path)], cwd=REPO, env=env or os.environ.copy(),
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def runs_of(client, experiment_name):
+    experiment = client.get_experiment_by_name(experiment_name)
+    return client.search_runs([experiment.experiment_id], run_view_type=3) if experiment else []
+
+
+def test_a_run_records_data_code_params_environment_and_airflow_context(tmp_path, snapshot, dag_file, embedded_client):
+    import mlflow
+    import pandas as pd
+
+    store, record = snapshot
+    config = attempt_config(
+        tmp_path, record.uri, 1, estimator="sklearn.ensemble.RandomForestClassifier",
+        hyperparams='{"n_estimators": 20, "max_depth": 4}', seed=7,
+    )
+    config["dag_file"] = str(dag_file)
+    outcome = run_attempt(config)
+    result = outcome["result"]
+
+    client = embedded_client
+    run = client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["n_estimators"] == "20" and run.data.params["max_depth"] == "4"
+    assert run.data.params["seed"] == "7" and run.data.params["estimator"] == "RandomForestClassifier"
+    for metric in ("accuracy_score", "f1_score", "roc_auc", "precision_score", "recall_score"):
+        assert 0.5 < run.data.metrics[metric] <= 1.0
+    assert result["metrics"]["accuracy_score"] == run.data.metrics["accuracy_score"]
+
+    tags = run.data.tags
+    assert tags["airflow.dag_id"] == "retrain" and tags["airflow.run_id"] == "scheduled__2026-01-01"
+    assert tags["airflow.task_id"] == "train" and tags["airflow.try_number"] == "1" and tags["airflow.map_index"] == "-1"
+    assert tags["airflow_mlops.snapshot_id"] == record.snapshot_id
+    head = subprocess.run(["git", "-C", str(dag_file.parent), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert tags["mlflow.source.git.commit"] == head.stdout.strip()
+    assert tags["airflow_mlops.git_dirty"] == "false"
+    assert len(tags["airflow_mlops.dag_file_digest"]) == 64
+    assert tags["airflow_mlops.python_version"].startswith("3.11") and int(tags["airflow_mlops.cpu_count"]) >= 1
+
+    (dataset_input,) = [
+        i for i in run.inputs.dataset_inputs if {t.key: t.value for t in i.tags}.get("mlflow.data.context") == "training"
+    ]
+    assert dataset_input.dataset.digest == record.snapshot_id[:32]
+    assert dataset_input.dataset.name == f"snapshot:{record.snapshot_id}"
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"environment", "code"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "code/dag")] == ["code/dag/retrain.py"]
+    requirements = Path(client.download_artifacts(run.info.run_id, "environment/requirements.txt", str(tmp_path)))
+    assert "scikit-learn==1.9.1" in requirements.read_text()
+    plots = " ".join(a.path for a in client.list_artifacts(run.info.run_id))
+    assert "confusion_matrix" in plots and "roc_curve" in plots
+
+    model = mlflow.pyfunc.load_model(result["model_uri"])
+    assert model.metadata.signature is not None
+    table = pd.read_csv(store.materialize(record.snapshot_id, tmp_path / "restored") / "train.csv")
+    assert len(model.predict(table.drop(columns=["label"]))) == 400
+    assert outcome["xcom"]["mlflow_run_url"] == (
+        f"http://127.0.0.1:5000/#/experiments/{result['experiment_id']}/runs/{result['run_id']}"
+    )
+
+
+def test_a_regressor_is_evaluated_with_regression_metrics(tmp_path, snapshot, airflow_home):
+    _, record = snapshot
+    result = run_attempt(
+        attempt_config(tmp_path, record.uri, 1, estimator="sklearn.linear_model.Ridge", features=["f1", "f2", "f3"])
+    )["result"]
+    assert {"r2_score", "mean_absolute_error", "root_mean_squared_error"} <= set(result["metrics"])
+
+
+@pytest.mark.postgres
+def test_runs_on_a_server_with_postgres_and_credentials_that_never_leak(
+    tmp_path, snapshot, mlflow_server, mlflow_conn, markers, caplog
+):
+    import mlflow
+    import requests
+
+    _, record = snapshot
+    caplog.set_level(logging.DEBUG)
+    config = attempt_config(
+        tmp_path, record.uri, 1, train_fn="tests.train_functions:counting_train",
+        hyperparams={"C": 0.5}, mlflow_conn_id=mlflow_conn,
+    )
+    result = run_attempt(config)["result"]
+
+    anonymous = requests.get(f"{mlflow_server['url']}/api/2.0/mlflow/runs/get", params={"run_id": result["run_id"]})
+    assert anonymous.status_code == 401  # the server really demands credentials
+    authorized = requests.get(
+        f"{mlflow_server['url']}/api/2.0/mlflow/runs/get", params={"run_id": result["run_id"]},
+        auth=(MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD),
+    ).json()["run"]
+    assert authorized["info"]["status"] == "FINISHED"
+    assert {p["key"]: p["value"] for p in authorized["data"]["params"]}["C"] == "0.5"
+    assert "train_rows" in {m["key"] for m in authorized["data"]["metrics"]}
+    assert authorized["inputs"]["dataset_inputs"][0]["dataset"]["digest"] == record.snapshot_id[:32]
+
+    recorded = json.dumps(authorized)
+    for secret in (MLFLOW_ADMIN_PASSWORD, "Basic "):
+        assert secret not in recorded
+        assert secret not in caplog.text
+    for credential in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        assert credential not in os.environ
+    assert mlflow.get_tracking_uri() != mlflow_server["url"]  # the hook's session is over
+
+
+@pytest.mark.postgres
+def test_retry_after_the_task_process_is_killed_mid_training(tmp_path, snapshot, mlflow_conn, markers):
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    _, record = snapshot
+    first = run_in_process(attempt_config(
+        tmp_path, record.uri, 1, train_fn="tests.train_functions:train_until_killed", mlflow_conn_id=mlflow_conn
+    ))
+    deadline = time.monotonic() + 120
+    while not (markers / "started").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (markers / "started").exists(), Path(tmp_path / "attempt-1.log").read_text()[-3000:]
+    first.send_signal(signal.SIGKILL)
+    assert first.wait() == -signal.SIGKILL
+
+    retry = attempt_config(tmp_path, record.uri, 2, train_fn="tests.train_functions:counting_train", mlflow_conn_id=mlflow_conn)
+    result = run_attempt(retry)["result"]
+
+    with MlflowHook(mlflow_conn).tracking_session() as client:
+        runs = {run.info.run_id: run for run in runs_of(client, tmp_path.name)}
+    finished = [r for r in runs.values() if r.info.status == "FINISHED"]
+    failed = [r for r in runs.values() if r.info.status == "FAILED"]
+    assert [r.info.run_id for r in finished] == [result["run_id"]]
+    assert len(failed) == 1 and "abandoned" in failed[0].data.tags["airflow_mlops.error"]
+    assert failed[0].data.tags["airflow.try_number"] == "1" and finished[0].data.tags["airflow.try_number"] == "2"
+
+
+@pytest.mark.postgres
+def test_retry_after_a_crash_post_logging_returns_the_finished_run(tmp_path, snapshot, mlflow_conn, markers):
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    _, record = snapshot
+    config = attempt_config(tmp_path, record.uri, 1, train_fn="tests.train_functions:counting_train", mlflow_conn_id=mlflow_conn)
+    config["die_before_xcom_push"] = True
+    first = run_in_process(config)
+    assert first.wait(timeout=300) == -signal.SIGKILL
+    assert not Path(config["output"]).exists()
+
+    retry = run_attempt(attempt_config(
+        tmp_path, record.uri, 2, train_fn="tests.train_functions:counting_train", mlflow_conn_id=mlflow_conn
+    ))
+    with MlflowHook(mlflow_conn).tracking_session() as client:
+        runs = runs_of(client, tmp_path.name)
+    assert [(r.info.run_id, r.info.status) for r in runs] == [(retry["result"]["run_id"], "FINISHED")]
+    assert (markers / "calls").read_text().count("call") == 1  # not trained again
+    assert retry["result"]["metrics"]["train_rows"] == 320.0
+    assert retry["xcom"]["mlflow_run_url"].endswith(f"/runs/{retry['result']['run_id']}")
+
+
+def write_table(tmp_path, name, frame):
+    folder = tmp_path / name
+    folder.mkdir()
+    frame.to_csv(folder / "data.csv", index=False)
+    return SnapshotStore.open(str(tmp_path / "store")).snapshot(folder).uri
+
+
+def test_bad_input_fails_with_one_clear_message_before_any_run(tmp_path, snapshot, embedded_client):
+    import pandas as pd
+
+    store, record = snapshot
+    text_features = write_table(tmp_path, "text", pd.DataFrame({"city": ["a", "b"] * 20, "x": range(40), "label": [0, 1] * 20}))
+    nan_target = write_table(tmp_path, "nan", pd.DataFrame({"x": range(40), "label": [0, 1, None, 1] * 10}))
+    cases = [
+        ({"input_snapshot": f"{store.uri}#0123456789abcdef"}, "unknown snapshot id 0123456789abcdef"),
+        ({"target": "is_fraud"}, "target column 'is_fraud' not in the data"),
+        ({"input_snapshot": text_features}, "non-numeric feature columns ['city']"),
+        ({"input_snapshot": nan_target}, "target column 'label' has 10 missing (NaN) values"),
+        ({"hyperparams": {"n_estimators": -3, "no_such_param": 1}}, "do not fit estimator"),
+    ]
+    for overrides, message in cases:
+        config = attempt_config(tmp_path, record.uri, 1, estimator="sklearn.ensemble.RandomForestClassifier")
+        config["operator"].update(overrides)
+        with pytest.raises(MlopsError) as raised:
+            run_attempt(config)
+        assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert runs_of(embedded_client, tmp_path.name) == []
+
+
+def test_a_failing_training_function_ends_its_run_failed_with_the_message(tmp_path, snapshot, embedded_client):
+    _, record = snapshot
+    with pytest.raises(MlopsError, match="training failed in run .*: ValueError: learning rate 10.0 diverged"):
+        run_attempt(attempt_config(tmp_path, record.uri, 1, train_fn="tests.train_functions:failing_train"))
+    (run,) = runs_of(embedded_client, tmp_path.name)
+    assert run.info.status == "FAILED"
+    assert run.data.tags["airflow_mlops.error"] == "ValueError: learning rate 10.0 diverged at epoch 3"
+
+
+def test_run_link_points_at_the_configured_ui(monkeypatch):
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    conn = {"conn_type": "mlflow", "host": "mlflow.internal", "port": 443, "schema": "https",
+            "extra": {"ui_url": "https://mlflow.example.com/"}}
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_PROD", json.dumps(conn))
+    hook = MlflowHook("mlflow_prod")
+    assert hook.settings.tracking_uri == "https://mlflow.internal:443"
+    assert hook.run_url("12", "abc") == "https://mlflow.example.com/#/experiments/12/runs/abc"

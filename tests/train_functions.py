@@ -1,0 +1,33 @@
+"""Training functions the tests hand to MLflowTrainOperator, as users would from their own modules."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+
+def _marker(name: str) -> Path:
+    return Path(os.environ["TRAIN_MARKER_DIR"]) / name
+
+
+def counting_train(train_frame, params):
+    """Trains a logistic regression and counts its calls in TRAIN_MARKER_DIR/calls."""
+    from sklearn.linear_model import LogisticRegression
+
+    with open(_marker("calls"), "a") as calls:
+        calls.write("call\n")
+    model = LogisticRegression(max_iter=500, C=params.get("C", 1.0))
+    model.fit(train_frame.drop(columns=["label"]), train_frame["label"])
+    return model, {"train_rows": float(len(train_frame))}
+
+
+def train_until_killed(train_frame, params):
+    """Signals that training started, then blocks (the test kills the process meanwhile)."""
+    _marker("started").write_text(str(os.getpid()))
+    time.sleep(120)
+    return counting_train(train_frame, params)
+
+
+def failing_train(train_frame, params):
+    raise ValueError("learning rate 10.0 diverged at epoch 3")
