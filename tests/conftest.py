@@ -6,6 +6,7 @@ A service that is missing skips the test with the reason locally, and fails it u
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -177,3 +178,18 @@ def mlflow_conn(mlflow_server, monkeypatch) -> str:
     }
     monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TEST", json.dumps(conn))
     return "mlflow_test"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local[2] Spark session for the whole test run (JVM start-up is slow), stopped at the end."""
+    from pyspark.sql import SparkSession
+
+    # py4j logs at interpreter exit, after pytest closed its streams: keep its INFO chatter out.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
+    session = (
+        SparkSession.builder.master("local[2]").appName("airflow-mlops-tests")
+        .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "4").getOrCreate()
+    )
+    yield session
+    session.stop()

@@ -60,8 +60,9 @@ def test_dag_files_parse_without_heavy_imports(dag_file):
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_flagship_dag_snapshots_the_days_data_with_its_airflow_context(migrated_home):
-    airflow(migrated_home, "dags", "test", "mlops_retrain", "2026-01-02", "--conf", json.dumps({"rows": 500, "seed": 3}))
+def test_flagship_dag_snapshots_the_days_data_and_trains_on_it(migrated_home):
+    conf = {"rows": 2000, "seed": 3, "hyperparams": {"n_estimators": 10, "max_depth": 3}}
+    airflow(migrated_home, "dags", "test", "mlops_retrain", "2026-01-02", "--conf", json.dumps(conf))
 
     store = migrated_home / "airflow_mlops" / "snapshots"
     log = subprocess.run(
@@ -76,7 +77,7 @@ def test_flagship_dag_snapshots_the_days_data_with_its_airflow_context(migrated_
     assert record["airflow"]["try_number"] == 1
     assert record["airflow"]["logical_date"].startswith("2026-01-02")
     rows = (Path(record["source"]) / "transactions.csv").read_text().count("\n")
-    assert rows == 501  # header + the rows asked for in the trigger's params
+    assert rows == 2001  # header + the rows asked for in the trigger's params
 
     with sqlite3.connect(migrated_home / "airflow.db") as db:
         events = db.execute(
@@ -85,3 +86,16 @@ def test_flagship_dag_snapshots_the_days_data_with_its_airflow_context(migrated_
     assert [(uri, json.loads(extra)["snapshot_id"]) for uri, extra in events] == [
         ("x-airflow-mlops-snapshot://mlops_retrain/snapshot_raw", record["snapshot_id"])
     ]
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{migrated_home / 'airflow_mlops' / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("fraud_detection").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["n_estimators"] == "10"  # from the trigger's params, through the template
+    assert run.data.tags["airflow_mlops.snapshot_id"] == record["snapshot_id"]
+    assert run.data.tags["airflow.run_id"] == record["airflow"]["run_id"]
+    assert run.data.tags["mlflow.source.git.commit"]
+    with sqlite3.connect(migrated_home / "airflow.db") as db:
+        (link,) = db.execute("SELECT value FROM xcom WHERE key = 'mlflow_run_url'").fetchone()
+    assert json.loads(link).endswith(f"/runs/{run.info.run_id}")

@@ -290,3 +290,17 @@ def test_run_link_points_at_the_configured_ui(monkeypatch):
     hook = MlflowHook("mlflow_prod")
     assert hook.settings.tracking_uri == "https://mlflow.internal:443"
     assert hook.run_url("12", "abc") == "https://mlflow.example.com/#/experiments/12/runs/abc"
+
+
+def test_a_spark_ml_pipeline_is_logged_with_the_spark_flavor(tmp_path, snapshot, embedded_client, spark):
+    import mlflow
+
+    _, record = snapshot
+    result = run_attempt(
+        attempt_config(tmp_path, record.uri, 1, train_fn="tests.train_functions:spark_pipeline", hyperparams={"max_iter": 5})
+    )["result"]
+    run = embedded_client.get_run(result["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params["max_iter"] == "5"
+    assert result["metrics"] == {"train_rows": 320.0}
+    flavors = mlflow.models.get_model_info(result["model_uri"]).flavors
+    assert "spark" in flavors and "python_function" in flavors

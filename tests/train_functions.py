@@ -31,3 +31,20 @@ def train_until_killed(train_frame, params):
 
 def failing_train(train_frame, params):
     raise ValueError("learning rate 10.0 diverged at epoch 3")
+
+
+def spark_pipeline(train_frame, params):
+    """A Spark ML pipeline (assembler + logistic regression) on the active Spark session."""
+    from pyspark.ml import Pipeline
+    from pyspark.ml.classification import LogisticRegression
+    from pyspark.ml.feature import VectorAssembler
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()
+    features = [column for column in train_frame.columns if column != "label"]
+    stages = [
+        VectorAssembler(inputCols=features, outputCol="features"),
+        LogisticRegression(labelCol="label", maxIter=params.get("max_iter", 20)),
+    ]
+    model = Pipeline(stages=stages).fit(spark.createDataFrame(train_frame))
+    return model, {"train_rows": float(len(train_frame))}

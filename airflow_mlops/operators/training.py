@@ -47,8 +47,8 @@ class MLflowTrainOperator(BaseOperator):
     held-out part with ``mlflow.models.evaluate``: metrics and plots). Or ``train_fn(train_frame,
     hyperparams)`` returning a model (sklearn or Spark ML) or ``(model, extra_metrics)``.
 
-    :param input_snapshot: snapshot URI ``<store>#<id>`` (a DataSnapshotOperator's ``uri``) or an id
-        in ``store`` (templated).
+    :param input_snapshot: snapshot URI ``<store>#<id>``, an id in ``store``, or a DataSnapshotOperator's
+        result (``snapshot_task.output``) (templated).
     :param target: label column (templated); needed by ``estimator``.
     :param estimator: sklearn estimator, Pipeline, or dotted class path (``sklearn.linear_model.Ridge``).
     :param train_fn: callable or dotted path; used instead of ``estimator`` for full control.
@@ -70,7 +70,7 @@ class MLflowTrainOperator(BaseOperator):
     def __init__(
         self,
         *,
-        input_snapshot: str,
+        input_snapshot: str | dict[str, Any],
         target: str | None = None,
         estimator: Any = None,
         train_fn: Callable[..., Any] | str | None = None,
@@ -108,7 +108,8 @@ class MLflowTrainOperator(BaseOperator):
 
         identity = task_identity(context)
         train_fn = import_object(self.train_fn) if isinstance(self.train_fn, str) else self.train_fn
-        store_uri, snapshot_id = parse_snapshot_ref(self.input_snapshot, self.store or default_snapshot_store())
+        reference = self.input_snapshot["uri"] if isinstance(self.input_snapshot, dict) else self.input_snapshot
+        store_uri, snapshot_id = parse_snapshot_ref(reference, self.store or default_snapshot_store())
         store = SnapshotStoreHook(store_uri, self.aws_conn_id).get_conn()
         snapshot_id = store.resolve(snapshot_id)
         request = TrainingRequest(

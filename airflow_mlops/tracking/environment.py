@@ -73,6 +73,7 @@ def code_version(dag_file: str | None, module_file: str | None) -> CodeVersion:
             version.tags[GIT_COMMIT_TAG] = commit
             version.tags["airflow_mlops.git_dirty"] = str(bool(status)).lower()
         version.tags["airflow_mlops.dag_file"] = str(dag_path)
+        version.tags["mlflow.source.name"] = str(dag_path)  # else MLflow names the airflow executable
         version.tags["airflow_mlops.dag_file_digest"] = digest_bytes(dag_path.read_bytes())
         version.sources[f"dag/{dag_path.name}"] = dag_path
     if module_file and Path(module_file).is_file() and module_file != dag_file:

@@ -172,7 +172,8 @@ def _log_model(model: Any, prepared: PreparedData) -> str:
         )
         return info.model_uri
     if type(model).__module__.startswith("pyspark.ml"):
-        info = mlflow.spark.log_model(model, name=MODEL_NAME, pip_requirements=pinned("mlflow", "pyspark"))
+        # mlflow.spark has not moved to name= yet (MLflow 3.17)
+        info = mlflow.spark.log_model(model, artifact_path=MODEL_NAME, pip_requirements=pinned("mlflow", "pyspark"))
         return info.model_uri
     raise TrainingError(f"cannot log a {type(model).__name__}: return an sklearn estimator or a Spark ML model")
 
