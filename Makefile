@@ -14,7 +14,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 $(INSTALLED): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements.lock -e '.[test]'
+	$(PY) -m pip install -q -c requirements.lock -e '.[test,bench]'
 	touch $@
 
 install: $(INSTALLED)
@@ -42,6 +42,8 @@ test: $(INSTALLED)
 
 bench: $(INSTALLED)
 	$(PY) benchmarks/snapshot_bench.py
+	$(PY) benchmarks/tracking_bench.py
+	$(PY) benchmarks/tuning_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

@@ -13,14 +13,17 @@ def get_provider_info() -> dict:
         "integrations": [
             {"integration-name": "Data snapshots", "tags": ["software"]},
             {"integration-name": "MLflow", "external-doc-url": "https://mlflow.org/docs/latest/", "tags": ["software"]},
+            {"integration-name": "Optuna", "external-doc-url": "https://optuna.readthedocs.io/", "tags": ["software"]},
         ],
         "operators": [
             {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.operators.snapshot"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.operators.training"]},
+            {"integration-name": "Optuna", "python-modules": ["airflow_mlops.operators.tuning"]},
         ],
         "hooks": [
             {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.hooks.snapshot_store"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
+            {"integration-name": "Optuna", "python-modules": ["airflow_mlops.hooks.optuna"]},
         ],
         "connection-types": [
             {"hook-class-name": "airflow_mlops.hooks.mlflow.MlflowHook", "connection-type": "mlflow"},

@@ -1,7 +1,8 @@
 """Flagship example: the daily retraining pipeline, one data version per run.
 
 generate (stand-in for your ingestion) -> snapshot the raw data (the data version)
--> train a fraud classifier on that snapshot as one MLflow run that traces back to it.
+-> tune a fraud classifier on that snapshot (resumable Optuna study, a nested MLflow run per trial)
+-> train it with the best hyperparameters as one MLflow run that traces back to the snapshot.
 Trigger from the UI with params, backfill with ``airflow backfill create``; tasks retry safely.
 """
 
@@ -12,10 +13,15 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task
 
 from airflow_mlops.config import mlops_home
-from airflow_mlops.operators import DataSnapshotOperator, MLflowTrainOperator
+from airflow_mlops.operators import DataSnapshotOperator, MLflowTrainOperator, OptunaTuneOperator
 
 RAW_DATA = str(mlops_home() / "data" / "raw" / "{{ ds }}")
 NUMERIC_FEATURES = ["step", "amount", "oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest"]
+SEARCH_SPACE = {
+    "n_estimators": {"type": "int", "low": 20, "high": 150},
+    "max_depth": {"type": "int", "low": 3, "high": 12},
+    "class_weight": {"type": "categorical", "choices": ["balanced", None]},
+}
 
 with DAG(
     dag_id="mlops_retrain",
@@ -27,11 +33,7 @@ with DAG(
     params={
         "rows": Param(20_000, type="integer", minimum=100, maximum=50_000_000, description="transactions to generate"),
         "seed": Param(7, type="integer", minimum=0, description="generator seed"),
-        "hyperparams": Param(
-            {"n_estimators": 100, "max_depth": 8, "class_weight": "balanced"},
-            type="object",
-            description="RandomForestClassifier hyperparameters",
-        ),
+        "n_trials": Param(8, type="integer", minimum=1, maximum=500, description="tuning trials"),
     },
     tags=["airflow-mlops", "example"],
 ) as dag:
@@ -47,13 +49,25 @@ with DAG(
 
     snapshot_raw = DataSnapshotOperator(task_id="snapshot_raw", source=RAW_DATA)
 
+    tune = OptunaTuneOperator(
+        task_id="tune_fraud_model",
+        input_snapshot=snapshot_raw.output,
+        target="isFraud",
+        features=NUMERIC_FEATURES,
+        estimator="sklearn.ensemble.RandomForestClassifier",
+        search_space=SEARCH_SPACE,
+        n_trials="{{ params.n_trials }}",
+        metric="roc_auc",
+        experiment_name="fraud_detection",
+    )
+
     train = MLflowTrainOperator(
         task_id="train_fraud_model",
         input_snapshot=snapshot_raw.output,
         target="isFraud",
         features=NUMERIC_FEATURES,
         estimator="sklearn.ensemble.RandomForestClassifier",
-        hyperparams="{{ params.hyperparams | tojson }}",
+        hyperparams=tune.output["best_params"],
         experiment_name="fraud_detection",
     )
 

@@ -96,8 +96,8 @@ def s3_store(moto_s3, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """A database of its own on the local PostgreSQL for this test session, dropped afterwards."""
+def postgres_databases():
+    """Creates databases of its own on the local PostgreSQL, one per call, dropped after the session."""
     try:
         import psycopg2
 
@@ -105,15 +105,28 @@ def postgres_url():
     except Exception as error:  # noqa: BLE001 - any failure means the service is not usable
         require_service(False, f"PostgreSQL on 127.0.0.1:5432 is not reachable: {error}")
     admin.autocommit = True
-    name = f"airflow_mlops_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    with admin.cursor() as cursor:
-        cursor.execute(f'CREATE DATABASE "{name}"')
+    created: list[str] = []
+
+    def create(purpose: str) -> str:
+        name = f"airflow_mlops_{purpose}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        with admin.cursor() as cursor:
+            cursor.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"postgresql+psycopg2://{_pg_user()}@127.0.0.1:5432/{name}"
+
     try:
-        yield f"postgresql+psycopg2://{_pg_user()}@127.0.0.1:5432/{name}"
+        yield create
     finally:
         with admin.cursor() as cursor:
-            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in created:
+                cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_databases) -> str:
+    """The MLflow server's backend store database for this test session."""
+    return postgres_databases("mlflow")
 
 
 def _pg_user() -> str:
@@ -193,3 +206,43 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    """A classification table snapshotted into a local store; returns (store, record)."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=400, n_features=5, random_state=0)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]).assign(label=y)
+    frame["f0"] = np.round(frame["f0"], 6)
+    data = tmp_path / "data"
+    data.mkdir()
+    frame.to_csv(data / "train.csv", index=False)
+    from airflow_mlops.snapshots import SnapshotStore
+
+    store = SnapshotStore.open(str(tmp_path / "store"))
+    return store, store.snapshot(data)
+
+
+@pytest.fixture
+def markers(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "markers"
+    path.mkdir()
+    monkeypatch.setenv("TRAIN_MARKER_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def embedded_client(airflow_home):
+    """A client on the embedded store (the default with no connection); MLflow points there meanwhile."""
+    import mlflow
+
+    from airflow_mlops.config import embedded_tracking_uri
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(embedded_tracking_uri())
+    yield mlflow.MlflowClient(embedded_tracking_uri())
+    mlflow.set_tracking_uri(previous)

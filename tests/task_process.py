@@ -1,9 +1,9 @@
-"""One attempt of an MLflowTrainOperator task, in a process of its own as on an Airflow worker.
+"""One attempt of an airflow_mlops operator's task, in a process of its own as on an Airflow worker.
 
     python -m tests.task_process CONFIG.json
 
-The config names the task instance (dag_id, run_id, task_id, try_number), the operator's arguments
-and an output file for the result and the XComs pushed. ``die_before_xcom_push`` kills the process
+The config names the task instance (dag_id, run_id, task_id, try_number), the operator class
+(default MLflowTrainOperator) and its arguments, and an output file for the result and the XComs pushed. ``die_before_xcom_push`` kills the process
 with SIGKILL after ``execute`` returns: a worker that died after logging, before Airflow stored XCom.
 """
 
@@ -12,18 +12,22 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def run_attempt(config: dict) -> dict:
     from airflow.sdk import DAG
 
-    from airflow_mlops.operators import MLflowTrainOperator
+    from airflow_mlops import operators
 
+    operator_class = getattr(operators, config.get("operator_class", "MLflowTrainOperator"))
     with DAG(config["dag_id"], schedule=None) as dag:
-        operator = MLflowTrainOperator(task_id=config["task_id"], **config["operator"])
+        operator = operator_class(task_id=config["task_id"], **config["operator"])
     dag.fileloc = config.get("dag_file")
     pushed: dict = {}
     ti = SimpleNamespace(
@@ -32,6 +36,32 @@ def run_attempt(config: dict) -> dict:
     )
     result = operator.execute({"ti": ti, "dag": dag, "logical_date": None})
     return {"result": result, "xcom": pushed}
+
+
+def attempt_config(tmp_path, snapshot_uri, try_number, **operator) -> dict:
+    """An attempt of task ``train`` in dag ``retrain``, in an experiment named after the test's tmp_path."""
+    return {
+        "dag_id": "retrain", "run_id": "scheduled__2026-01-01", "task_id": "train", "try_number": try_number,
+        "output": str(tmp_path / f"attempt-{try_number}.json"),
+        "operator": {"input_snapshot": snapshot_uri, "target": "label", "experiment_name": tmp_path.name, **operator},
+    }
+
+
+def run_in_process(config: dict, env: dict | None = None) -> subprocess.Popen:
+    """Start one attempt in its own process (output and log beside ``config['output']``)."""
+    path = Path(config["output"]).with_suffix(".config.json")
+    path.write_text(json.dumps(config))
+    log = open(Path(config["output"]).with_suffix(".log"), "w")
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.task_process", str(path)], cwd=REPO, env=env or os.environ.copy(),
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+
+
+def runs_of(client, experiment_name):
+    """Every run of the experiment, nested and deleted ones included."""
+    experiment = client.get_experiment_by_name(experiment_name)
+    return client.search_runs([experiment.experiment_id], run_view_type=3) if experiment else []
 
 
 if __name__ == "__main__":

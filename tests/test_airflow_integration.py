@@ -60,8 +60,8 @@ def test_dag_files_parse_without_heavy_imports(dag_file):
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_flagship_dag_snapshots_the_days_data_and_trains_on_it(migrated_home):
-    conf = {"rows": 2000, "seed": 3, "hyperparams": {"n_estimators": 10, "max_depth": 3}}
+def test_flagship_dag_snapshots_tunes_and_trains_on_the_days_data(migrated_home):
+    conf = {"rows": 2000, "seed": 3, "n_trials": 3}
     airflow(migrated_home, "dags", "test", "mlops_retrain", "2026-01-02", "--conf", json.dumps(conf))
 
     store = migrated_home / "airflow_mlops" / "snapshots"
@@ -90,12 +90,18 @@ def test_flagship_dag_snapshots_the_days_data_and_trains_on_it(migrated_home):
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{migrated_home / 'airflow_mlops' / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("fraud_detection").experiment_id])
+    runs = client.search_runs([client.get_experiment_by_name("fraud_detection").experiment_id])
+    (study,) = [r for r in runs if r.data.tags["airflow.task_id"] == "tune_fraud_model" and "mlflow.parentRunId" not in r.data.tags]
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id]
+    assert study.info.status == "FINISHED" and len(trials) == 3  # n_trials from the trigger's params
+    (run,) = [r for r in runs if r.data.tags["airflow.task_id"] == "train_fraud_model"]
     assert run.info.status == "FINISHED"
-    assert run.data.params["n_estimators"] == "10"  # from the trigger's params, through the template
+    best = {key.removeprefix("best."): value for key, value in study.data.params.items() if key.startswith("best.")}
+    assert {key: run.data.params[key] for key in best} == best  # best_params went straight into training
     assert run.data.tags["airflow_mlops.snapshot_id"] == record["snapshot_id"]
     assert run.data.tags["airflow.run_id"] == record["airflow"]["run_id"]
     assert run.data.tags["mlflow.source.git.commit"]
     with sqlite3.connect(migrated_home / "airflow.db") as db:
-        (link,) = db.execute("SELECT value FROM xcom WHERE key = 'mlflow_run_url'").fetchone()
-    assert json.loads(link).endswith(f"/runs/{run.info.run_id}")
+        links = dict(db.execute("SELECT task_id, value FROM xcom WHERE key = 'mlflow_run_url'").fetchall())
+    assert json.loads(links["train_fraud_model"]).endswith(f"/runs/{run.info.run_id}")
+    assert json.loads(links["tune_fraud_model"]).endswith(f"/runs/{study.info.run_id}")

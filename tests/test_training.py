@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,34 +15,7 @@ import pytest
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.snapshots import SnapshotStore
 from tests.conftest import MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD
-from tests.task_process import run_attempt
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def snapshot(tmp_path):
-    """A classification table snapshotted into a local store; returns (store, record)."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.datasets import make_classification
-
-    X, y = make_classification(n_samples=400, n_features=5, random_state=0)
-    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]).assign(label=y)
-    frame["f0"] = np.round(frame["f0"], 6)
-    data = tmp_path / "data"
-    data.mkdir()
-    frame.to_csv(data / "train.csv", index=False)
-    store = SnapshotStore.open(str(tmp_path / "store"))
-    return store, store.snapshot(data)
-
-
-@pytest.fixture
-def markers(tmp_path, monkeypatch) -> Path:
-    path = tmp_path / "markers"
-    path.mkdir()
-    monkeypatch.setenv("TRAIN_MARKER_DIR", str(path))
-    return path
+from tests.task_process import attempt_config, run_attempt, run_in_process, runs_of
 
 
 @pytest.fixture
@@ -58,42 +30,6 @@ def dag_file(tmp_path) -> Path:
     subprocess.run([*git, "add", "."], check=True)
     subprocess.run([*git, "commit", "-qm", "dags"], check=True)
     return dag
-
-
-@pytest.fixture
-def embedded_client(airflow_home):
-    """A client on the embedded store (the default with no connection); MLflow points there meanwhile."""
-    import mlflow
-
-    from airflow_mlops.config import embedded_tracking_uri
-
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(embedded_tracking_uri())
-    yield mlflow.MlflowClient(embedded_tracking_uri())
-    mlflow.set_tracking_uri(previous)
-
-
-def attempt_config(tmp_path, snapshot_uri, try_number, **operator) -> dict:
-    return {
-        "dag_id": "retrain", "run_id": "scheduled__2026-01-01", "task_id": "train", "try_number": try_number,
-        "output": str(tmp_path / f"attempt-{try_number}.json"),
-        "operator": {"input_snapshot": snapshot_uri, "target": "label", "experiment_name": tmp_path.name, **operator},
-    }
-
-
-def run_in_process(config: dict, env: dict | None = None) -> subprocess.Popen:
-    path = Path(config["output"]).with_suffix(".config.json")
-    path.write_text(json.dumps(config))
-    log = open(Path(config["output"]).with_suffix(".log"), "w")
-    return subprocess.Popen(
-        [sys.executable, "-m", "tests.task_process", str(path)], cwd=REPO, env=env or os.environ.copy(),
-        stdout=log, stderr=subprocess.STDOUT,
-    )
-
-
-def runs_of(client, experiment_name):
-    experiment = client.get_experiment_by_name(experiment_name)
-    return client.search_runs([experiment.experiment_id], run_view_type=3) if experiment else []
 
 
 def test_a_run_records_data_code_params_environment_and_airflow_context(tmp_path, snapshot, dag_file, embedded_client):

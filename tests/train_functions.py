@@ -48,3 +48,24 @@ def spark_pipeline(train_frame, params):
     ]
     model = Pipeline(stages=stages).fit(spark.createDataFrame(train_frame))
     return model, {"train_rows": float(len(train_frame))}
+
+
+def quadratic_objective(trial, data):
+    """(x - 2)^2, sleeping TRIAL_SLEEP seconds and counting trials in TRAIN_MARKER_DIR/trials."""
+    x = trial.suggest_float("x", -10.0, 10.0)
+    time.sleep(float(os.environ.get("TRIAL_SLEEP", "0")))
+    with open(_marker("trials"), "a") as trials:
+        trials.write(f"{trial.number}\n")
+    return (x - 2.0) ** 2
+
+
+def negative_x_fails(trial, data):
+    x = trial.suggest_float("x", -10.0, 10.0)
+    if x < 0:
+        raise ValueError(f"x={x:.3f} is out of the model's domain")
+    return x
+
+
+def always_fails(trial, data):
+    trial.suggest_int("layers", 1, 3)
+    raise RuntimeError("CUDA out of memory")

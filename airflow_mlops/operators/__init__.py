@@ -2,5 +2,6 @@
 
 from airflow_mlops.operators.snapshot import DataSnapshotOperator
 from airflow_mlops.operators.training import MLflowTrainOperator
+from airflow_mlops.operators.tuning import OptunaTuneOperator
 
-__all__ = ["DataSnapshotOperator", "MLflowTrainOperator"]
+__all__ = ["DataSnapshotOperator", "MLflowTrainOperator", "OptunaTuneOperator"]

@@ -32,19 +32,29 @@ def task_instance_filter(identity: Mapping[str, Any]) -> str:
 
 
 @dataclass
-class RetryDecision:
-    """What earlier attempts left: a finished run to return, and runs that were abandoned."""
+class EarlierAttempts:
+    """The top-level runs earlier attempts of a task instance left behind."""
 
     finished_run: Any | None
-    abandoned_run_ids: list[str]
+    unfinished_runs: list[Any]  # newest first: RUNNING (attempt died), FAILED, KILLED
+
+    @property
+    def abandoned_run_ids(self) -> list[str]:
+        """Runs still RUNNING although their attempt is over."""
+        return [run.info.run_id for run in self.unfinished_runs if run.info.status in ("RUNNING", "SCHEDULED")]
 
 
-def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, Any]) -> RetryDecision:
-    """Look at the runs earlier attempts of this task instance left in ``experiment_id``."""
-    runs = client.search_runs([experiment_id], filter_string=task_instance_filter(identity), max_results=100)
+def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, Any]) -> EarlierAttempts:
+    """Look at the top-level runs earlier attempts of this task instance left in ``experiment_id``."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=task_instance_filter(identity),
+        max_results=100,
+        order_by=["attributes.start_time DESC"],
+    )
+    runs = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
     finished = [run for run in runs if run.info.status == "FINISHED"]
-    abandoned = [run.info.run_id for run in runs if run.info.status in ("RUNNING", "SCHEDULED")]
-    return RetryDecision(finished[0] if finished else None, abandoned)
+    return EarlierAttempts(finished[0] if finished else None, [run for run in runs if run.info.status != "FINISHED"])
 
 
 def fail_abandoned_runs(client: Any, run_ids: list[str], try_number: Any) -> None:

@@ -112,8 +112,6 @@ def prepare(request: TrainingRequest) -> PreparedData:
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import Pipeline
 
-    if request.estimator is None and request.train_fn is None:
-        raise MlopsError("give an estimator or a train_fn")
     if not 0 < request.test_size < 1:
         raise MlopsError(f"test_size must be between 0 and 1, got {request.test_size}")
     frame = load_table(request.data_path)
@@ -194,10 +192,7 @@ def _evaluate(model_uri: str, request: TrainingRequest, prepared: PreparedData) 
     return {name: float(value) for name, value in result.metrics.items()}
 
 
-def _log_provenance(request: TrainingRequest, prepared: PreparedData) -> None:
-    """Params, the input snapshot as a dataset, the environment and the code, before training."""
-    import mlflow
-
+def _training_params(request: TrainingRequest, prepared: PreparedData) -> dict[str, Any]:
     params = {**request.hyperparams, "seed": request.seed}
     if request.target is not None:
         params.update(target=request.target, test_size=request.test_size)
@@ -205,9 +200,26 @@ def _log_provenance(request: TrainingRequest, prepared: PreparedData) -> None:
         params["estimator"] = type(prepared.estimator).__name__
     if request.train_fn is not None:
         params["train_fn"] = f"{request.train_fn.__module__}.{request.train_fn.__qualname__}"
-    mlflow.log_params(params)
+    return params
+
+
+def provenance_tags(request: TrainingRequest) -> dict[str, str]:
+    """Tags naming where a run comes from: the Airflow task instance, the snapshot, environment, code."""
+    return {
+        **identity_tags(request.identity),
+        SNAPSHOT_TAG: request.snapshot_id,
+        "airflow_mlops.snapshot_uri": request.snapshot_uri,
+        **environment_tags(),
+        **request.code.tags,
+    }
+
+
+def log_inputs(request: TrainingRequest, frame: Any) -> None:
+    """On the active run: the input snapshot as an MLflow dataset, the installed packages, the code."""
+    import mlflow
+
     dataset = mlflow.data.from_pandas(
-        prepared.frame, source=str(request.data_path), targets=request.target,
+        frame, source=str(request.data_path), targets=request.target,
         name=f"snapshot:{request.snapshot_id}", digest=request.snapshot_id[:32],
     )
     mlflow.log_input(dataset, context="training")
@@ -236,6 +248,8 @@ def tracked_training(
     import mlflow
     import numpy as np
 
+    if request.estimator is None and request.train_fn is None:
+        raise MlopsError("give an estimator or a train_fn")
     if request.identity:
         earlier = previous_attempts(client, experiment_id, request.identity)
         if earlier.finished_run is not None:
@@ -247,19 +261,13 @@ def tracked_training(
 
     random.seed(request.seed)
     np.random.seed(request.seed)
-    tags = {
-        **identity_tags(request.identity),
-        SNAPSHOT_TAG: request.snapshot_id,
-        "airflow_mlops.snapshot_uri": request.snapshot_uri,
-        **environment_tags(),
-        **request.code.tags,
-    }
-    with mlflow.start_run(experiment_id=experiment_id, run_name=request.run_name, tags=tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=request.run_name, tags=provenance_tags(request)) as run:
         run_id = run.info.run_id
         if on_run_started is not None:
             on_run_started(run_id)
         try:
-            _log_provenance(request, prepared)
+            mlflow.log_params(_training_params(request, prepared))
+            log_inputs(request, prepared.frame)
             model, extra_metrics = _fit(request, prepared)
             model_uri = _log_model(model, prepared)
             mlflow.set_tag(MODEL_URI_TAG, model_uri)

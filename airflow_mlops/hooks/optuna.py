@@ -1,0 +1,72 @@
+"""OptunaStorageHook: an Airflow database connection turned into an Optuna RDB storage with heartbeats."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
+
+from airflow_mlops.config import mlops_home
+
+_DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
+
+
+class OptunaStorageHook(BaseHook):
+    """Optuna study storage from an Airflow connection: PostgreSQL (or MySQL) in production.
+
+    A ``postgres`` connection (host, port, login, password, schema = database) or any connection
+    whose extra ``url`` is an SQLAlchemy URL. With no ``optuna_default`` connection configured, the
+    embedded SQLite database ``$AIRFLOW_HOME/airflow_mlops/optuna.db``. The storage runs heartbeats,
+    so trials of a killed worker are failed and re-queued (``RetryHeartbeatStaleTrialCallback``).
+
+    :param optuna_conn_id: the Airflow connection id.
+    """
+
+    conn_name_attr = "optuna_conn_id"
+    default_conn_name = "optuna_default"
+    hook_name = "Optuna storage"
+
+    def __init__(self, optuna_conn_id: str | None = default_conn_name) -> None:
+        super().__init__()
+        self.optuna_conn_id = optuna_conn_id
+
+    def _url(self) -> Any:
+        from sqlalchemy.engine import URL, make_url
+
+        conn = None
+        if self.optuna_conn_id:
+            try:
+                conn = self.get_connection(self.optuna_conn_id)
+            except AirflowNotFoundException:
+                if self.optuna_conn_id != self.default_conn_name:
+                    raise
+        if conn is None:
+            mlops_home().mkdir(parents=True, exist_ok=True)
+            return make_url(f"sqlite:///{mlops_home() / 'optuna.db'}")
+        if conn.extra_dejson.get("url"):
+            return make_url(conn.extra_dejson["url"])
+        driver = _DRIVERS.get(conn.conn_type)
+        if driver is None:
+            raise ValueError(f"connection {self.optuna_conn_id}: type {conn.conn_type!r} needs an extra 'url'")
+        return URL.create(driver, username=conn.login or None, password=conn.password or None,
+                          host=conn.host or None, port=conn.port, database=conn.schema or None)
+
+    def describe(self) -> str:
+        """The storage URL without credentials (for tags and logs)."""
+        return self._url().set(password=None).render_as_string(hide_password=False)
+
+    def get_storage(self, heartbeat_interval: int = 60, grace_period: int = 120, max_retry: int = 3) -> Any:
+        """An ``optuna.storages.RDBStorage`` whose stale trials are failed and re-queued."""
+        from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+
+        return RDBStorage(
+            self._url().render_as_string(hide_password=False),
+            engine_kwargs={"pool_pre_ping": True},
+            heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=max_retry),
+        )
+
+    def get_conn(self) -> Any:
+        return self.get_storage()

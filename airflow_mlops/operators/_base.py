@@ -1,0 +1,132 @@
+"""What training and tuning operators share: a data snapshot in, a tracked MLflow run out."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Callable
+from typing import Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_mlops.config import default_snapshot_store, mlops_home
+from airflow_mlops.errors import MlopsError
+from airflow_mlops.hooks.mlflow import MlflowHook
+from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
+from airflow_mlops.links.mlflow import MlflowRunLink
+from airflow_mlops.utils.airflow_context import task_identity
+
+
+def parse_mapping(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
+    """A dict given as is, or as JSON text (what a template such as ``{{ params.x | tojson }}`` renders)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise MlopsError(f"{what} are not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise MlopsError(f"{what} must be a mapping of names to values, got {type(value).__name__}")
+    return dict(value)
+
+
+def _source_file(function: Callable[..., Any] | None) -> str | None:
+    if function is None:
+        return None
+    try:
+        return inspect.getsourcefile(function)
+    except TypeError:
+        return None
+
+
+class SnapshotModelOperator(BaseOperator):
+    """Base for operators that fit models on a data snapshot and track the result in MLflow.
+
+    :param input_snapshot: snapshot URI ``<store>#<id>``, an id in ``store``, or a DataSnapshotOperator's
+        result (``snapshot_task.output``) (templated).
+    :param target: label column (templated).
+    :param estimator: sklearn estimator, Pipeline, or dotted class path (``sklearn.linear_model.Ridge``).
+    :param features: feature columns (templated); default all but the target.
+    :param experiment_name: MLflow experiment (templated); default the dag_id.
+    :param store: snapshot store for a bare id (templated); default the store under AIRFLOW_HOME.
+    :param seed: seeds Python, NumPy, every unset ``random_state`` (and the sampler); logged.
+    :param test_size: held-out fraction for evaluation.
+    :param mlflow_conn_id: Airflow ``mlflow`` connection; the embedded store when not configured.
+    :param aws_conn_id: AWS connection for ``s3://`` snapshot stores.
+    """
+
+    operator_extra_links = (MlflowRunLink(),)
+    ui_color = "#d6e4f0"
+
+    def __init__(
+        self,
+        *,
+        input_snapshot: str | dict[str, Any],
+        target: str | None = None,
+        estimator: Any = None,
+        features: list[str] | None = None,
+        experiment_name: str | None = None,
+        store: str | None = None,
+        seed: int = 42,
+        test_size: float = 0.2,
+        mlflow_conn_id: str | None = MlflowHook.default_conn_name,
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.input_snapshot = input_snapshot
+        self.target = target
+        self.estimator = estimator
+        self.features = features
+        self.experiment_name = experiment_name
+        self.store = store
+        self.seed = seed
+        self.test_size = test_size
+        self.mlflow_conn_id = mlflow_conn_id
+        self.aws_conn_id = aws_conn_id
+        self._active_run_id: str | None = None
+
+    def training_request(self, context: Any, *, hyperparams: dict[str, Any], train_fn: Callable[..., Any] | None) -> Any:
+        """Resolve the snapshot (restored locally once per id) and describe the training in plain values."""
+        from airflow_mlops.snapshots import parse_snapshot_ref
+        from airflow_mlops.tracking.environment import code_version
+        from airflow_mlops.tracking.training import TrainingRequest
+
+        identity = task_identity(context)
+        reference = self.input_snapshot["uri"] if isinstance(self.input_snapshot, dict) else self.input_snapshot
+        store_uri, snapshot_id = parse_snapshot_ref(reference, self.store or default_snapshot_store())
+        store = SnapshotStoreHook(store_uri, self.aws_conn_id).get_conn()
+        snapshot_id = store.resolve(snapshot_id)
+        return TrainingRequest(
+            data_path=store.materialize(snapshot_id, mlops_home() / "restored"),
+            snapshot_id=snapshot_id,
+            snapshot_uri=f"{store.uri}#{snapshot_id}",
+            target=self.target,
+            hyperparams=hyperparams,
+            features=list(self.features) if self.features else None,
+            estimator=self.estimator,
+            train_fn=train_fn,
+            seed=self.seed,
+            test_size=self.test_size,
+            identity=identity,
+            code=code_version(getattr(context.get("dag"), "fileloc", None), _source_file(train_fn)),
+            run_name=f"{identity['task_id']}.try{identity['try_number']}",
+        )
+
+    def run_started(self, context: Any, hook: MlflowHook, experiment_id: str, run_id: str) -> None:
+        """Remember the run (for ``on_kill``) and link the task to it while it is still running."""
+        self._active_run_id = run_id
+        url = hook.run_url(experiment_id, run_id)
+        MlflowRunLink.persist(context, url)
+        self.log.info("MLflow run %s: %s", run_id, url)
+
+    def on_kill(self) -> None:
+        """Airflow is stopping the task (timeout, mark-failed): end the run FAILED rather than leave it RUNNING."""
+        if self._active_run_id is None:
+            return
+        from airflow_mlops.tracking.runs import ERROR_TAG
+
+        with MlflowHook(self.mlflow_conn_id).tracking_session() as client:
+            client.set_tag(self._active_run_id, ERROR_TAG, "killed: Airflow stopped the task")
+            client.set_terminated(self._active_run_id, status="FAILED")

@@ -1,0 +1,1 @@
+"""Hyperparameter tuning core: search spaces as data, resumable studies, nested MLflow runs per trial."""

@@ -1,0 +1,220 @@
+"""OptunaTuneOperator: search-space checks, nested MLflow runs, resumption after SIGKILL, parallel trials."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from airflow_mlops.errors import MlopsError
+from tests.task_process import attempt_config, run_attempt, run_in_process, runs_of
+
+SPACE = {
+    "n_estimators": {"type": "int", "low": 5, "high": 30},
+    "max_depth": {"type": "int", "low": 2, "high": 6},
+    "criterion": {"type": "categorical", "choices": ["gini", "entropy"]},
+}
+
+
+def tune_config(tmp_path, snapshot_uri, try_number, **operator):
+    config = attempt_config(tmp_path, snapshot_uri, try_number, **operator)
+    config["operator_class"] = "OptunaTuneOperator"
+    config["task_id"] = "tune"
+    return config
+
+
+@pytest.fixture
+def optuna_postgres(postgres_databases, monkeypatch) -> str:
+    """An Airflow postgres connection to a fresh study database; returns the conn id."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(postgres_databases("optuna"))
+    conn = {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username, "schema": url.database}
+    monkeypatch.setenv("AIRFLOW_CONN_OPTUNA_TEST", json.dumps(conn))
+    return "optuna_test"
+
+
+def trials_of(study_name: str, conn_id: str | None = None):
+    import optuna
+
+    from airflow_mlops.hooks.optuna import OptunaStorageHook
+
+    storage = OptunaStorageHook(conn_id).get_storage() if conn_id else OptunaStorageHook().get_storage()
+    return optuna.load_study(study_name=study_name, storage=storage).get_trials()
+
+
+def test_an_invalid_search_space_is_rejected_before_any_trial(tmp_path, snapshot, embedded_client):
+    import optuna
+
+    from airflow_mlops.hooks.optuna import OptunaStorageHook
+
+    _, record = snapshot
+    space = {
+        "max_depth": {"type": "int", "low": 12, "high": 2},
+        "min_samples_leaf": {"type": "float", "low": 0, "high": 1, "log": True},
+        "criterion": {"type": "categorical", "choices": []},
+        "max_dept": {"type": "int", "low": 1, "high": 3},
+        "max_features": {"type": "normal", "mean": 0},
+    }
+    config = tune_config(tmp_path, record.uri, 1, estimator="sklearn.ensemble.RandomForestClassifier",
+                         search_space=space, n_trials=5)
+    with pytest.raises(MlopsError) as raised:
+        run_attempt(config)
+    message = str(raised.value)
+    assert message.startswith("invalid search space: ") and "\n" not in message
+    for problem in ("max_depth: low 12 is above high 2", "min_samples_leaf: log scale needs low > 0",
+                    "criterion: categorical needs a non-empty 'choices' list",
+                    "max_dept: not a parameter of the estimator", "max_features: type must be float, int or categorical"):
+        assert problem in message
+    assert optuna.get_all_study_summaries(OptunaStorageHook().get_storage()) == []
+    assert runs_of(embedded_client, tmp_path.name) == []
+
+    bad_metric = tune_config(tmp_path, record.uri, 1, estimator="sklearn.ensemble.RandomForestClassifier",
+                             search_space={"max_depth": {"type": "int", "low": 2, "high": 4}}, n_trials=5, metric="r2_score")
+    with pytest.raises(MlopsError, match="metric 'r2_score' is not one of the classifier metrics"):
+        run_attempt(bad_metric)
+    no_direction = tune_config(tmp_path, record.uri, 1, objective="tests.train_functions:quadratic_objective",
+                               metric="loss", n_trials=5)
+    with pytest.raises(MlopsError, match="give direction .* for metric 'loss'"):
+        run_attempt(no_direction)
+
+
+def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tmp_path, snapshot, embedded_client):
+    _, record = snapshot
+    config = tune_config(tmp_path, record.uri, 1, estimator="sklearn.ensemble.RandomForestClassifier",
+                         search_space=json.dumps(SPACE), n_trials=6, seed=3)
+    outcome = run_attempt(config)
+    result = outcome["result"]
+    assert result["n_complete"] == 6 and result["study_name"] == "retrain.tune.scheduled__2026-01-01"
+    assert set(result["best_params"]) == set(SPACE)
+
+    runs = runs_of(embedded_client, tmp_path.name)
+    parent = next(r for r in runs if r.info.run_id == result["parent_run_id"])
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(runs) == 7 and len(children) == 6
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_roc_auc"] == result["best_value"]
+    assert {k: parent.data.params[f"best.{k}"] for k in SPACE} == {k: str(v) for k, v in result["best_params"].items()}
+    assert parent.data.tags["optuna.study_name"] == result["study_name"]
+    assert parent.data.tags["optuna.storage"].startswith("sqlite:///")
+    assert parent.data.tags["airflow_mlops.snapshot_id"] == record.snapshot_id
+    plots = {a.path for a in embedded_client.list_artifacts(parent.info.run_id, "plots")}
+    assert plots == {"plots/optimization_history.png", "plots/param_importances.png"}
+    for child in children:
+        assert child.info.status == "FINISHED" and child.data.tags["optuna.state"] == "COMPLETE"
+        assert set(child.data.params) == set(SPACE)
+        assert {"roc_auc", "trial_duration_s"} <= set(child.data.metrics)
+    assert max(c.data.metrics["roc_auc"] for c in children) == result["best_value"]
+    assert outcome["xcom"]["mlflow_run_url"].endswith(f"/runs/{parent.info.run_id}")
+
+    # best_params go straight into the training operator, and give the same metric: one code path.
+    trained = run_attempt(attempt_config(tmp_path, record.uri, 1, estimator="sklearn.ensemble.RandomForestClassifier",
+                                         hyperparams=result["best_params"], seed=3))["result"]
+    assert trained["metrics"]["roc_auc"] == pytest.approx(result["best_value"], abs=1e-12)
+
+
+def test_failing_trials_are_recorded_and_replaced_until_every_trial_fails(tmp_path, snapshot, embedded_client, markers):
+    _, record = snapshot
+    result = run_attempt(tune_config(tmp_path, record.uri, 1, objective="tests.train_functions:negative_x_fails",
+                                     metric="x", direction="minimize", n_trials=5, sampler="random"))["result"]
+    trials = trials_of(result["study_name"])
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 5 and states.count("FAIL") >= 1
+    failed_runs = [r for r in runs_of(embedded_client, tmp_path.name) if r.data.tags.get("optuna.state") == "FAIL"]
+    assert failed_runs and all("is out of the model's domain" in r.data.tags["airflow_mlops.error"] for r in failed_runs)
+    assert all(r.info.status == "FAILED" for r in failed_runs)
+
+    other = tmp_path / "all-fail"
+    other.mkdir()
+    config = tune_config(other, record.uri, 1, objective="tests.train_functions:always_fails", metric="loss",
+                         direction="minimize", n_trials=3)
+    config["run_id"] = "scheduled__2026-01-02"  # another task instance, so another study
+    with pytest.raises(MlopsError, match="every trial of study .* failed; last error: RuntimeError: CUDA out of memory"):
+        run_attempt(config)
+
+
+@pytest.mark.postgres
+def test_a_study_killed_midway_resumes_on_retry_keeping_earlier_trials(
+    tmp_path, snapshot, optuna_postgres, mlflow_conn, markers, monkeypatch
+):
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    _, record = snapshot
+    monkeypatch.setenv("TRIAL_SLEEP", "0.4")
+    options = dict(objective="tests.train_functions:quadratic_objective", metric="loss", direction="minimize", n_trials=10,
+                   optuna_conn_id=optuna_postgres, mlflow_conn_id=mlflow_conn, heartbeat_interval=1, grace_period=2)
+    first = run_in_process(tune_config(tmp_path, record.uri, 1, **options))
+    deadline = time.monotonic() + 120
+    while first.poll() is None and time.monotonic() < deadline:
+        if (markers / "trials").exists() and len((markers / "trials").read_text().split()) >= 4:
+            break
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    assert first.wait() == -signal.SIGKILL, "the study finished before it could be killed"
+
+    study_name = "retrain.tune.scheduled__2026-01-01"
+    before = {t.number: (t.params, t.value) for t in trials_of(study_name, optuna_postgres) if t.state.name == "COMPLETE"}
+    assert 3 <= len(before) < 10
+    time.sleep(3)  # longer than the grace period, as a task's retry_delay would be
+    monkeypatch.setenv("TRIAL_SLEEP", "0")
+    result = run_attempt(tune_config(tmp_path, record.uri, 2, **options))["result"]
+
+    trials = trials_of(study_name, optuna_postgres)
+    complete = {t.number: (t.params, t.value) for t in trials if t.state.name == "COMPLETE"}
+    assert len(complete) == 10 and result["n_complete"] == 10
+    assert all(complete[number] == kept for number, kept in before.items())  # earlier trials kept
+    assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]  # nothing left hanging
+    assert result["best_value"] == min(value for _, value in complete.values())
+
+    with MlflowHook(mlflow_conn).tracking_session() as client:
+        runs = runs_of(client, tmp_path.name)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert [(p.info.run_id, p.info.status) for p in parents] == [(result["parent_run_id"], "FINISHED")]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == result["parent_run_id"]]
+    assert sum(r.info.status == "FINISHED" for r in children) == 10
+    assert all(r.info.status != "RUNNING" for r in children)
+    # The trial running at the kill went stale: failed, re-queued with its params, and its run says why.
+    stale = [t.number for t in trials if t.state.name == "FAIL"]
+    assert [t.system_attrs["failed_trial"] for t in trials if "failed_trial" in t.system_attrs] == stale
+    stale_runs = [r for r in children if r.data.tags["optuna.state"] == "FAIL"]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in stale_runs) == stale
+    assert all(r.data.tags["airflow_mlops.error"].startswith("stale:") for r in stale_runs)
+
+
+@pytest.mark.postgres
+def test_parallel_trials_on_postgres(tmp_path, snapshot, optuna_postgres, embedded_client, markers):
+    _, record = snapshot
+    result = run_attempt(tune_config(tmp_path, record.uri, 1, objective="tests.train_functions:quadratic_objective",
+                                     metric="loss", direction="minimize", n_trials=8, n_jobs=2,
+                                     optuna_conn_id=optuna_postgres))["result"]
+    trials = trials_of(result["study_name"], optuna_postgres)
+    assert [t.state.name for t in trials].count("COMPLETE") == 8 == result["n_complete"]
+    children = [r for r in runs_of(embedded_client, tmp_path.name) if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == list(range(8))
+    parent = embedded_client.get_run(result["parent_run_id"])
+    assert parent.data.tags["optuna.storage"].startswith("postgresql+psycopg2://postgres@127.0.0.1:5432/")
+
+
+def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_requeued(airflow_home):
+    """Optuna's stale check skips trials with no heartbeat at all; a retry must not leave them RUNNING."""
+    import optuna
+
+    from airflow_mlops.hooks.optuna import OptunaStorageHook
+    from airflow_mlops.tuning.study import _fail_trials_of_dead_attempts
+
+    storage = OptunaStorageHook().get_storage(heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(study_name="dead-attempt", storage=storage)
+    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, no heartbeat ever
+    young = study.ask()
+    time.sleep(1.5)
+    young_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("dead-attempt"), young.number)
+    storage.set_trial_state_values(young_id, state=optuna.trial.TrialState.COMPLETE, values=[0.5])
+
+    _fail_trials_of_dead_attempts(study, storage)
+
+    states = {t.number: t.state.name for t in study.get_trials()}
+    assert states[orphan.number] == "FAIL" and states[young.number] == "COMPLETE"
+    (requeued,) = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == orphan.number]
+    assert requeued.state.name == "WAITING" and requeued.params == orphan.params
