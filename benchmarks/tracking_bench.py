@@ -13,9 +13,9 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
-from types import SimpleNamespace
+
+from _common import execute_as_task, timed
 
 ESTIMATOR_PARAMS = {"n_estimators": 100, "max_depth": 8}
 
@@ -69,25 +69,14 @@ def hand_written(frame, experiment_id: str) -> None:
 
 
 def through_operator(snapshot_uri: str, attempt: int) -> None:
-    from airflow.sdk import DAG
-
     from airflow_mlops.operators import MLflowTrainOperator
 
-    with DAG("tracking_bench", schedule=None) as dag:
-        operator = MLflowTrainOperator(
-            task_id="train", input_snapshot=snapshot_uri, target="label",
-            estimator="sklearn.ensemble.RandomForestClassifier", hyperparams=ESTIMATOR_PARAMS,
-            experiment_name="bench-operator",
-        )
-    ti = SimpleNamespace(dag_id="tracking_bench", run_id=f"bench-{attempt}", task_id="train", map_index=-1,
-                         try_number=1, xcom_push=lambda key, value: None)
-    operator.execute({"ti": ti, "dag": dag, "logical_date": None})
-
-
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+    execute_as_task(
+        MLflowTrainOperator, "tracking_bench", f"bench-{attempt}",
+        task_id="train", input_snapshot=snapshot_uri, target="label",
+        estimator="sklearn.ensemble.RandomForestClassifier", hyperparams=ESTIMATOR_PARAMS,
+        experiment_name="bench-operator",
+    )
 
 
 def main() -> None:

@@ -25,7 +25,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
+
+from _common import execute_as_task, timed
 
 SPACE = {"C": {"type": "float", "low": 1e-3, "high": 100.0, "log": True}}
 ESTIMATOR = "sklearn.linear_model.LogisticRegression"
@@ -92,24 +93,13 @@ def _experiment(tracking_uri: str, name: str) -> str:
 
 
 def through_operator(snapshot_uri: str, trials: int) -> None:
-    from airflow.sdk import DAG
-
     from airflow_mlops.operators import OptunaTuneOperator
 
-    with DAG("tuning_bench", schedule=None) as dag:
-        operator = OptunaTuneOperator(
-            task_id="tune", input_snapshot=snapshot_uri, target="label", estimator=ESTIMATOR,
-            search_space=SPACE, n_trials=trials, experiment_name="bench-operator",
-        )
-    ti = SimpleNamespace(dag_id="tuning_bench", run_id=f"bench-{time.time_ns()}", task_id="tune", map_index=-1,
-                         try_number=1, xcom_push=lambda key, value: None)
-    operator.execute({"ti": ti, "dag": dag, "logical_date": None})
-
-
-def timed(action) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+    execute_as_task(
+        OptunaTuneOperator, "tuning_bench", f"bench-{time.time_ns()}",
+        task_id="tune", input_snapshot=snapshot_uri, target="label", estimator=ESTIMATOR,
+        search_space=SPACE, n_trials=trials, experiment_name="bench-operator",
+    )
 
 
 def main() -> None:

@@ -49,26 +49,17 @@ with DAG(
 
     snapshot_raw = DataSnapshotOperator(task_id="snapshot_raw", source=RAW_DATA)
 
+    # Tuning and training see the same data, features and estimator, so their metrics compare.
+    model = {
+        "input_snapshot": snapshot_raw.output,
+        "target": "isFraud",
+        "features": NUMERIC_FEATURES,
+        "estimator": "sklearn.ensemble.RandomForestClassifier",
+        "experiment_name": "fraud_detection",
+    }
     tune = OptunaTuneOperator(
-        task_id="tune_fraud_model",
-        input_snapshot=snapshot_raw.output,
-        target="isFraud",
-        features=NUMERIC_FEATURES,
-        estimator="sklearn.ensemble.RandomForestClassifier",
-        search_space=SEARCH_SPACE,
-        n_trials="{{ params.n_trials }}",
-        metric="roc_auc",
-        experiment_name="fraud_detection",
+        task_id="tune_fraud_model", search_space=SEARCH_SPACE, n_trials="{{ params.n_trials }}", metric="roc_auc", **model
     )
-
-    train = MLflowTrainOperator(
-        task_id="train_fraud_model",
-        input_snapshot=snapshot_raw.output,
-        target="isFraud",
-        features=NUMERIC_FEATURES,
-        estimator="sklearn.ensemble.RandomForestClassifier",
-        hyperparams=tune.output["best_params"],
-        experiment_name="fraud_detection",
-    )
+    train = MLflowTrainOperator(task_id="train_fraud_model", hyperparams=tune.output["best_params"], **model)
 
     generated >> snapshot_raw
