@@ -11,6 +11,7 @@ import pytest
 from airflow_mlops.errors import MlopsError
 from tests.task_process import attempt_config, run_attempt, run_in_process, runs_of
 
+STUDY_DB_PASSWORD = "study-db-s3cret"
 SPACE = {
     "n_estimators": {"type": "int", "low": 5, "high": 30},
     "max_depth": {"type": "int", "low": 2, "high": 6},
@@ -31,7 +32,8 @@ def optuna_postgres(postgres_databases, monkeypatch) -> str:
     from sqlalchemy.engine import make_url
 
     url = make_url(postgres_databases("optuna"))
-    conn = {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username, "schema": url.database}
+    conn = {"conn_type": "postgres", "host": url.host, "port": url.port, "login": url.username,
+            "password": STUDY_DB_PASSWORD, "schema": url.database}  # trust auth accepts it; it must not leak
     monkeypatch.setenv("AIRFLOW_CONN_OPTUNA_TEST", json.dumps(conn))
     return "optuna_test"
 
@@ -133,6 +135,8 @@ def test_failing_trials_are_recorded_and_replaced_until_every_trial_fails(tmp_pa
     config["run_id"] = "scheduled__2026-01-02"  # another task instance, so another study
     with pytest.raises(MlopsError, match="every trial of study .* failed; last error: RuntimeError: CUDA out of memory"):
         run_attempt(config)
+    (parent,) = [r for r in runs_of(embedded_client, other.name) if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED" and "every trial" in parent.data.tags["airflow_mlops.error"]
 
 
 @pytest.mark.postgres
@@ -195,6 +199,8 @@ def test_parallel_trials_on_postgres(tmp_path, snapshot, optuna_postgres, embedd
     assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == list(range(8))
     parent = embedded_client.get_run(result["parent_run_id"])
     assert parent.data.tags["optuna.storage"].startswith("postgresql+psycopg2://postgres@127.0.0.1:5432/")
+    recorded = json.dumps([parent.data.tags, parent.data.params] + [[c.data.tags, c.data.params] for c in children])
+    assert STUDY_DB_PASSWORD not in recorded
 
 
 def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_requeued(airflow_home):

@@ -53,8 +53,13 @@ class OptunaStorageHook(BaseHook):
                           host=conn.host or None, port=conn.port, database=conn.schema or None)
 
     def describe(self) -> str:
-        """The storage URL without credentials (for tags and logs)."""
-        return self._url().set(password=None).render_as_string(hide_password=False)
+        """The storage URL without its password (for tags and logs)."""
+        from sqlalchemy.engine import URL
+
+        url = self._url()  # URL.set(password=None) would keep the password: build one without it
+        without_password = URL.create(url.drivername, username=url.username, host=url.host, port=url.port,
+                                      database=url.database, query=url.query)
+        return without_password.render_as_string(hide_password=False)
 
     def get_storage(self, heartbeat_interval: int = 60, grace_period: int = 120, max_retry: int = 3) -> Any:
         """An ``optuna.storages.RDBStorage`` whose stale trials are failed and re-queued."""

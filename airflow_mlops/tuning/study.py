@@ -280,23 +280,27 @@ def run_tuning(
         parent_id = parent.info.run_id
         if on_parent_started is not None:
             on_parent_started(parent_id)
-        if resumed is None:
-            mlflow.log_params({"n_trials": request.n_trials, "metric": request.metric, "direction": request.direction,
-                               "seed": request.training.seed,
-                               "search_space": json.dumps([d.__dict__ for d in request.space], default=str)[:6000]})
-            log_inputs(request.training, data.frame)
-        else:
-            _fail_trials_of_dead_attempts(study, storage)
-        writer = _TrialRunWriter(client, experiment_id, parent_id, request)
-        objective = _Objective(request, data)
         try:
-            _optimize_to_n_trials(study, objective, writer, request)
-        finally:
-            writer.wait()
-        writer.backfill(study)  # trials an earlier attempt finished but never wrote, stale ones included
-        complete, _ = _finished_count(study)
-        if complete == 0:
-            raise TuningError(f"study {request.study_name} has no complete trial (timeout {request.timeout}s)")
-        _log_study_summary(study, request, complete)
+            if resumed is None:
+                mlflow.log_params({"n_trials": request.n_trials, "metric": request.metric, "direction": request.direction,
+                                   "seed": request.training.seed,
+                                   "search_space": json.dumps([d.__dict__ for d in request.space], default=str)[:6000]})
+                log_inputs(request.training, data.frame)
+            else:
+                _fail_trials_of_dead_attempts(study, storage)
+            writer = _TrialRunWriter(client, experiment_id, parent_id, request)
+            objective = _Objective(request, data)
+            try:
+                _optimize_to_n_trials(study, objective, writer, request)
+            finally:
+                writer.wait()
+            writer.backfill(study)  # trials an earlier attempt finished but never wrote, stale ones included
+            complete, _ = _finished_count(study)
+            if complete == 0:
+                raise TuningError(f"study {request.study_name} has no complete trial (timeout {request.timeout}s)")
+            _log_study_summary(study, request, complete)
+        except Exception as error:
+            mlflow.set_tag(ERROR_TAG, f"{type(error).__name__}: {error}"[:5000])
+            raise
     return TuningResult(study.best_params, study.best_value, request.study_name, parent_id, experiment_id, complete)
 
