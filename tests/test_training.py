@@ -87,12 +87,13 @@ def test_a_run_records_data_code_params_environment_and_airflow_context(tmp_path
     )
 
 
-def test_a_regressor_is_evaluated_with_regression_metrics(tmp_path, snapshot, airflow_home):
+def test_a_regressor_is_evaluated_with_regression_metrics_and_residuals(tmp_path, snapshot, embedded_client):
     _, record = snapshot
     result = run_attempt(
         attempt_config(tmp_path, record.uri, 1, estimator="sklearn.linear_model.Ridge", features=["f1", "f2", "f3"])
     )["result"]
     assert {"r2_score", "mean_absolute_error", "root_mean_squared_error"} <= set(result["metrics"])
+    assert "residuals.png" in {a.path for a in embedded_client.list_artifacts(result["run_id"])}
 
 
 @pytest.mark.postgres

@@ -224,3 +224,14 @@ def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_requeued(airflo
     assert states[orphan.number] == "FAIL" and states[young.number] == "COMPLETE"
     (requeued,) = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == orphan.number]
     assert requeued.state.name == "WAITING" and requeued.params == orphan.params
+
+
+def test_a_pruner_stops_poor_trials_and_pruned_trials_count_toward_n_trials(tmp_path, snapshot, embedded_client):
+    _, record = snapshot
+    result = run_attempt(tune_config(tmp_path, record.uri, 1, objective="tests.train_functions:reporting_objective",
+                                     metric="loss", direction="minimize", n_trials=12, sampler="random", pruner="median"))["result"]
+    states = [t.state.name for t in trials_of(result["study_name"])]
+    assert len(states) == 12 and "PRUNED" in states and result["n_complete"] == states.count("COMPLETE")
+    children = [r for r in runs_of(embedded_client, tmp_path.name) if "mlflow.parentRunId" in r.data.tags]
+    pruned = [r for r in children if r.data.tags["optuna.state"] == "PRUNED"]
+    assert len(pruned) == states.count("PRUNED") and all(r.info.status == "KILLED" for r in pruned)

@@ -69,3 +69,15 @@ def negative_x_fails(trial, data):
 def always_fails(trial, data):
     trial.suggest_int("layers", 1, 3)
     raise RuntimeError("CUDA out of memory")
+
+
+def reporting_objective(trial, data):
+    """Reports a falling loss per step, so a pruner can stop poor trials early."""
+    import optuna
+
+    x = trial.suggest_float("x", -10.0, 10.0)
+    for step in range(5):
+        trial.report((x - 2.0) ** 2 + 5 - step, step)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+    return (x - 2.0) ** 2

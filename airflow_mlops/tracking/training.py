@@ -176,11 +176,33 @@ def _log_model(model: Any, prepared: PreparedData) -> str:
     raise TrainingError(f"cannot log a {type(model).__name__}: return an sklearn estimator or a Spark ML model")
 
 
-def _evaluate(model_uri: str, request: TrainingRequest, prepared: PreparedData) -> dict[str, float]:
+def _log_residuals(model: Any, prepared: PreparedData) -> None:
+    """Residuals plot for regressors (MLflow's default evaluator draws none): vs prediction, and their spread."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    predicted = model.predict(prepared.X_test)
+    residuals = prepared.y_test.to_numpy() - predicted
+    figure, (scatter, histogram) = plt.subplots(1, 2, figsize=(10, 4))
+    scatter.scatter(predicted, residuals, s=8, alpha=0.6)
+    scatter.axhline(0, color="grey", linewidth=1)
+    scatter.set(xlabel="predicted", ylabel="residual (actual - predicted)", title="Residuals vs predicted")
+    histogram.hist(residuals, bins=30)
+    histogram.set(xlabel="residual", ylabel="count", title="Residual distribution")
+    mlflow.log_figure(figure, "residuals.png")
+    plt.close(figure)
+
+
+def _evaluate(model: Any, model_uri: str, request: TrainingRequest, prepared: PreparedData) -> dict[str, float]:
     import mlflow
 
     if prepared.model_type is None or prepared.X_test is None:
         return {}
+    if prepared.model_type == "regressor":
+        _log_residuals(model, prepared)
     result = mlflow.models.evaluate(
         model=model_uri,
         data=prepared.X_test.assign(**{request.target: prepared.y_test}),
@@ -271,7 +293,7 @@ def tracked_training(
             model, extra_metrics = _fit(request, prepared)
             model_uri = _log_model(model, prepared)
             mlflow.set_tag(MODEL_URI_TAG, model_uri)
-            metrics = _evaluate(model_uri, request, prepared)
+            metrics = _evaluate(model, model_uri, request, prepared)
             if extra_metrics:
                 mlflow.log_metrics(extra_metrics)
                 metrics.update({k: float(v) for k, v in extra_metrics.items()})
