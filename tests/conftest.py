@@ -246,3 +246,52 @@ def embedded_client(airflow_home):
     mlflow.set_tracking_uri(embedded_tracking_uri())
     yield mlflow.MlflowClient(embedded_tracking_uri())
     mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def spark_cluster(tmp_path_factory):
+    """A real Spark standalone cluster on loopback, one master and one worker, from the installed pyspark."""
+    import shutil
+    import urllib.request
+
+    spark_class = VENV_BIN / "spark-class"
+    require_service(spark_class.exists() and shutil.which("java") is not None, "spark-class or java is not installed")
+    root = tmp_path_factory.mktemp("spark_cluster")
+    import pyspark
+
+    env = {**os.environ, "SPARK_HOME": str(Path(pyspark.__file__).parent), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(root), "SPARK_WORKER_DIR": str(root / "work"),
+           "SPARK_LOCAL_DIRS": str(root / "local")}
+    port, master_ui, worker_port, worker_ui = free_port(), free_port(), free_port(), free_port()
+    log = open(root / "cluster.log", "w")
+    daemons = [subprocess.Popen(
+        [str(spark_class), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+         "--webui-port", str(master_ui)], stdout=log, stderr=subprocess.STDOUT, env=env)]
+
+    def alive_workers() -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{master_ui}/json/", timeout=2) as response:
+                return json.load(response).get("aliveworkers", 0)
+        except OSError:
+            return 0
+
+    try:
+        started = wait_for_port(port, timeout=90, process=daemons[0])
+        if started:
+            daemons.append(subprocess.Popen(
+                [str(spark_class), "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--port", str(worker_port),
+                 "--webui-port", str(worker_ui), "--cores", "2", "--memory", "2g", f"spark://127.0.0.1:{port}"],
+                stdout=log, stderr=subprocess.STDOUT, env=env))
+            deadline = time.monotonic() + 90
+            while alive_workers() < 1 and time.monotonic() < deadline and daemons[1].poll() is None:
+                time.sleep(0.5)
+            started = alive_workers() >= 1
+        require_service(started, f"Spark standalone cluster did not start: {(root / 'cluster.log').read_text()[-2000:]}")
+        yield {"master": f"spark://127.0.0.1:{port}", "host": "spark://127.0.0.1", "port": port, "ui": f"http://127.0.0.1:{master_ui}"}
+    finally:
+        for daemon in reversed(daemons):
+            daemon.terminate()
+            try:
+                daemon.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+        log.close()

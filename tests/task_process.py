@@ -3,7 +3,7 @@
     python -m tests.task_process CONFIG.json
 
 The config names the task instance (dag_id, run_id, task_id, try_number), the operator class
-(default MLflowTrainOperator) and its arguments, and an output file for the result and the XComs pushed. ``die_before_xcom_push`` kills the process
+(default MLflowTrainOperator) and its arguments, and an output file for the result, the XComs pushed and the asset events. ``die_before_xcom_push`` kills the process
 with SIGKILL after ``execute`` returns: a worker that died after logging, before Airflow stored XCom.
 """
 
@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections import defaultdict
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -34,8 +35,9 @@ def run_attempt(config: dict) -> dict:
         dag_id=config["dag_id"], run_id=config["run_id"], task_id=config["task_id"], map_index=-1,
         try_number=config["try_number"], xcom_push=lambda key, value: pushed.__setitem__(key, value),
     )
-    result = operator.execute({"ti": ti, "dag": dag, "logical_date": None})
-    return {"result": result, "xcom": pushed}
+    outlet_events: dict = defaultdict(SimpleNamespace)
+    result = operator.execute({"ti": ti, "dag": dag, "logical_date": None, "outlet_events": outlet_events})
+    return {"result": result, "xcom": pushed, "asset_events": {asset.uri: event.extra for asset, event in outlet_events.items()}}
 
 
 def attempt_config(tmp_path, snapshot_uri, try_number, **operator) -> dict:

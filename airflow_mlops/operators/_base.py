@@ -9,10 +9,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_mlops.config import default_snapshot_store, mlops_home
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.hooks.mlflow import MlflowHook
-from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
+from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.links.mlflow import MlflowRunLink
 from airflow_mlops.utils.airflow_context import task_identity
 
@@ -89,19 +88,16 @@ class SnapshotModelOperator(BaseOperator):
 
     def training_request(self, context: Any, *, hyperparams: dict[str, Any], train_fn: Callable[..., Any] | None) -> Any:
         """Resolve the snapshot (restored locally once per id) and describe the training in plain values."""
-        from airflow_mlops.snapshots import parse_snapshot_ref
+        from airflow_mlops.snapshots import snapshot_uri
         from airflow_mlops.tracking.environment import code_version
         from airflow_mlops.tracking.training import TrainingRequest
 
         identity = task_identity(context)
-        reference = self.input_snapshot["uri"] if isinstance(self.input_snapshot, dict) else self.input_snapshot
-        store_uri, snapshot_id = parse_snapshot_ref(reference, self.store or default_snapshot_store())
-        store = SnapshotStoreHook(store_uri, self.aws_conn_id).get_conn()
-        snapshot_id = store.resolve(snapshot_id)
+        store_uri, snapshot_id, data_path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
         return TrainingRequest(
-            data_path=store.materialize(snapshot_id, mlops_home() / "restored"),
+            data_path=data_path,
             snapshot_id=snapshot_id,
-            snapshot_uri=f"{store.uri}#{snapshot_id}",
+            snapshot_uri=snapshot_uri(store_uri, snapshot_id),
             target=self.target,
             hyperparams=hyperparams,
             features=list(self.features) if self.features else None,

@@ -45,11 +45,7 @@ class DataSnapshotOperator(BaseOperator):
         self.source = source
         self.store = store
         self.aws_conn_id = aws_conn_id
-        self.asset = asset or Asset(
-            name=f"snapshot/{self.dag_id}/{self.task_id}",
-            uri=f"{ASSET_SCHEME}://{self.dag_id}/{self.task_id}",
-        )
-        self.outlets = [*self.outlets, self.asset]
+        self.asset = declare_snapshot_asset(self, asset)
 
     def execute(self, context: Any) -> dict[str, Any]:
         store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
@@ -61,3 +57,16 @@ class DataSnapshotOperator(BaseOperator):
         result = {"snapshot_id": record.snapshot_id, "uri": record.uri, "files": record.files, "bytes": record.bytes}
         context["outlet_events"][self.asset].extra = dict(result)
         return result
+
+
+def declare_snapshot_asset(operator: BaseOperator, asset: Asset | None) -> Asset:
+    """Add the Asset a snapshot-producing task updates to its outlets (default ``snapshot/<dag_id>/<task_id>``).
+
+    Its events carry the snapshot id, so downstream DAGs scheduled on it read the new data version.
+    """
+    asset = asset or Asset(
+        name=f"snapshot/{operator.dag_id}/{operator.task_id}",
+        uri=f"{ASSET_SCHEME}://{operator.dag_id}/{operator.task_id}",
+    )
+    operator.outlets = [*operator.outlets, asset]
+    return asset

@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlops.errors import MlopsError
+from airflow_mlops.formats import DataFormatError, data_files
 
-READERS = {".csv": "read_csv", ".parquet": "read_parquet", ".pq": "read_parquet", ".json": "read_json", ".jsonl": "read_json"}
+READERS = {"csv": "read_csv", "parquet": "read_parquet", "json": "read_json"}
 
 
 class TrainingDataError(MlopsError):
@@ -21,18 +22,11 @@ def load_table(path: str | Path) -> Any:
     """
     import pandas as pd
 
-    root = Path(path)
-    files = [root] if root.is_file() else sorted(
-        p for p in root.rglob("*") if p.is_file() and not p.name.startswith(("_", "."))
-    )
-    suffixes = {p.suffix.lower() for p in files}
-    if not files:
-        raise TrainingDataError(f"no data files in {root}")
-    if len(suffixes) != 1 or next(iter(suffixes)) not in READERS:
-        raise TrainingDataError(
-            f"{root}: expected files of one format ({', '.join(sorted(READERS))}), found {sorted(suffixes)}"
-        )
-    reader = getattr(pd, READERS[suffixes.pop()])
+    try:
+        files, data_format = data_files(path)
+    except DataFormatError as error:
+        raise TrainingDataError(str(error)) from None
+    reader = getattr(pd, READERS[data_format])
     options = {"lines": True} if files[0].suffix.lower() == ".jsonl" else {}
     frames = [reader(p, **options) for p in files]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)

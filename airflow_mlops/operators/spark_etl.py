@@ -1,0 +1,179 @@
+"""SparkETLOperator: a PySpark transformation from data snapshots to a new, derived snapshot."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import Asset, BaseOperator
+
+from airflow_mlops.config import mlops_home
+from airflow_mlops.errors import MlopsError
+from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook, restore_snapshot_ref
+from airflow_mlops.hooks.spark import SparkHook
+from airflow_mlops.links.spark import SparkUILink
+from airflow_mlops.operators.snapshot import declare_snapshot_asset
+from airflow_mlops.utils.airflow_context import task_identity
+
+_SNAPSHOT_ID = re.compile(r"[0-9a-fA-F]{6,64}")
+
+
+class SparkETLOperator(BaseOperator):
+    """Run a PySpark transformation on data snapshots and record its Parquet output as a new snapshot.
+
+    The output snapshot's record names its input snapshots (``parents``), the transformation and a
+    digest of its code, and each table's rows and schema, so lineage shows raw data -> features.
+    Output is reproducible: ``output_partitions`` hash partitions, rows sorted, part files named by
+    index, so the same input gives the same snapshot id on ``local[*]`` and on a cluster (for a
+    transformation with exact arithmetic). Only ids, counts and schemas go to XCom.
+
+    Spark runs on the master of the Airflow Spark connection ``spark_conn_id`` (the apache-spark
+    provider's ``spark`` type: standalone, YARN, Kubernetes), or ``local[*]`` without one. The app
+    name is ``<dag_id>.<task_id>``; the session is stopped in every case and ``on_kill`` cancels the
+    job. Inputs are restored to local files under AIRFLOW_HOME and the output is staged there too: on
+    a multi-host cluster, ``staging_dir`` and AIRFLOW_HOME must be on storage every executor shares.
+
+    :param inputs: ``{name: snapshot}`` (templated): a DataSnapshotOperator or SparkETLOperator result
+        (``task.output``), ``<store>#<id>``, an id in ``store``, or a file or directory path.
+    :param transform: callable or dotted path ``transform(spark, inputs, **transform_kwargs)`` taking
+        ``{name: DataFrame}`` and returning a DataFrame, or ``{name: DataFrame}`` (a folder each).
+    :param application: a PySpark file (or jar) run through ``spark-submit`` instead of ``transform``;
+        it gets ``application_args`` then ``--output DIR`` and ``--input NAME=PATH`` per input and
+        must write Parquet under DIR.
+    :param transform_kwargs: keyword arguments for ``transform`` (templated).
+    :param application_args: arguments for ``application`` (templated).
+    :param input_format: ``csv``, ``parquet`` or ``json``; default from the files' extension.
+    :param output_partitions: Parquet files per output table.
+    :param sort_by: columns fixing the row order (and partitioning); default every sortable column.
+    :param store: snapshot store of the output, and of bare input ids (templated); default under AIRFLOW_HOME.
+    :param spark_conn_id: Airflow Spark connection; ``None`` for ``local[*]``.
+    :param conf: Spark properties (templated); they override the connection's ``spark.*`` extras.
+    :param staging_dir: where output is written before it is recorded; default under AIRFLOW_HOME.
+    :param aws_conn_id: AWS connection for ``s3://`` snapshot stores.
+    :param asset: the Asset this task updates; default ``snapshot/<dag_id>/<task_id>``.
+    :return: ``{"snapshot_id", "uri", "files", "bytes", "parents", "tables"}`` as XCom, where
+        ``tables`` maps each table (``""`` for a single one) to its ``rows``, ``files`` and ``schema``.
+    """
+
+    template_fields: Sequence[str] = ("inputs", "store", "conf", "transform_kwargs", "application_args", "staging_dir")
+    template_fields_renderers = {"conf": "json", "transform_kwargs": "json"}
+    operator_extra_links = (SparkUILink(),)
+    ui_color = "#f4d9c6"
+
+    def __init__(
+        self,
+        *,
+        inputs: dict[str, Any],
+        transform: Callable[..., Any] | str | None = None,
+        application: str | None = None,
+        transform_kwargs: dict[str, Any] | None = None,
+        application_args: list[str] | None = None,
+        input_format: str | None = None,
+        output_partitions: int = 1,
+        sort_by: list[str] | None = None,
+        store: str | None = None,
+        spark_conn_id: str | None = None,
+        conf: dict[str, Any] | None = None,
+        staging_dir: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        asset: Asset | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.inputs = inputs
+        self.transform = transform
+        self.application = application
+        self.transform_kwargs = transform_kwargs
+        self.application_args = application_args
+        self.input_format = input_format
+        self.output_partitions = output_partitions
+        self.sort_by = sort_by
+        self.store = store
+        self.spark_conn_id = spark_conn_id
+        self.conf = conf
+        self.staging_dir = staging_dir
+        self.aws_conn_id = aws_conn_id
+        self.asset = declare_snapshot_asset(self, asset)
+        self._spark: Any = None
+        self._submit: Any = None
+
+    def _check_arguments(self) -> None:
+        """Refuse a malformed task before any data is restored or Spark is started."""
+        if (self.transform is None) == (self.application is None):
+            raise MlopsError("give either transform (a callable or dotted path) or application (a file for spark-submit)")
+        if self.application is not None and not Path(self.application).is_file():
+            raise MlopsError(f"application {self.application} does not exist")
+        if not isinstance(self.inputs, dict) or not self.inputs:
+            raise MlopsError(f"inputs must be a non-empty mapping of names to snapshots or paths, got {self.inputs!r}")
+        if isinstance(self.output_partitions, bool) or not isinstance(self.output_partitions, int) or self.output_partitions < 1:
+            raise MlopsError(f"output_partitions must be a positive integer, got {self.output_partitions!r}")
+
+    def _resolve_input(self, name: str, value: Any) -> Any:
+        """An input as local files: a snapshot restored under AIRFLOW_HOME, or an existing path as is."""
+        from airflow_mlops.etl.spark import EtlInput
+
+        is_path = isinstance(value, (str, Path)) and "#" not in str(value) and not _SNAPSHOT_ID.fullmatch(str(value))
+        if is_path:
+            path = Path(value).expanduser().absolute()
+            if not path.exists():
+                raise MlopsError(f"input {name!r}: {value} is neither an existing path nor a snapshot id or URI")
+            return EtlInput(name, path, data_format=self.input_format)
+        store_uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id)
+        return EtlInput(name, path, snapshot_id, f"{store_uri}#{snapshot_id}", self.input_format)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlops.etl.spark import code_identity, derive_snapshot, spark_transform
+        from airflow_mlops.utils.imports import import_object
+
+        self._check_arguments()
+        transform = import_object(self.transform) if isinstance(self.transform, str) else self.transform
+        inputs = [self._resolve_input(name, value) for name, value in self.inputs.items()]
+        store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
+        spark_hook = SparkHook(self.spark_conn_id, self.conf, app_name=f"{self.dag_id}.{self.task_id}")
+        derive = {
+            "staging_root": self.staging_dir or mlops_home() / "etl-staging",
+            "code": code_identity(self.application or transform),
+            "airflow": task_identity(context),
+        }
+        if self.application is not None:
+            spark_info = {"master": spark_hook.master(), "application": str(self.application)}
+            write = self._submit_application(spark_hook, inputs)
+            record, tables = derive_snapshot(store, inputs, write, extra={"spark": spark_info}, **derive)
+        else:
+            with spark_hook.session() as spark:
+                self._spark = spark
+                spark_info = {"master": spark.sparkContext.master, "application_id": spark.sparkContext.applicationId}
+                self.log.info("Spark application %s on %s, UI: %s", spark_info["application_id"], spark_info["master"],
+                              spark.sparkContext.uiWebUrl or "disabled")
+                SparkUILink.persist(context, spark.sparkContext.uiWebUrl)
+                write = spark_transform(spark, inputs, transform, partitions=self.output_partitions,
+                                        sort_by=self.sort_by, transform_kwargs=self.transform_kwargs)
+                record, tables = derive_snapshot(store, inputs, write, extra={"spark": spark_info}, **derive)
+            self._spark = None
+        self.log.info("Snapshot %s from %s: %s", record.snapshot_id, record.parents or "paths",
+                      {name or "output": table["rows"] for name, table in tables.items()})
+        result = {"snapshot_id": record.snapshot_id, "uri": record.uri, "files": record.files, "bytes": record.bytes,
+                  "parents": record.parents, "tables": tables}
+        context["outlet_events"][self.asset].extra = {key: result[key] for key in ("snapshot_id", "uri", "parents")}
+        return result
+
+    def _submit_application(self, spark_hook: SparkHook, inputs: list[Any]) -> Callable[[Path], None]:
+        """A writer that runs ``application`` through spark-submit, telling it the inputs and the output folder."""
+
+        def write(output: Path) -> None:
+            arguments = [*(self.application_args or []), "--output", str(output)]
+            for item in inputs:
+                arguments += ["--input", f"{item.name}={item.path}"]
+            self._submit = spark_hook.submit_hook(application_args=arguments)
+            self._submit.submit(str(self.application))
+
+        return write
+
+    def on_kill(self) -> None:
+        """Airflow is stopping the task: cancel the Spark jobs, or kill the spark-submit job."""
+        if self._spark is not None:
+            self._spark.sparkContext.cancelAllJobs()
+        if self._submit is not None:
+            self._submit.on_kill()
