@@ -107,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlopsError as error:
         print(f"airflow-mlops: error: {error}", file=sys.stderr)
         return 2
+    except OSError as error:  # an unwritable store, a full disk: one line, not a traceback
+        print(f"airflow-mlops: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

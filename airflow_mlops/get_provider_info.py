@@ -12,21 +12,24 @@ def get_provider_info() -> dict:
         "versions": [__version__],
         "integrations": [
             {"integration-name": "Data snapshots", "tags": ["software"]},
+            {"integration-name": "Spark ETL", "external-doc-url": "https://spark.apache.org/docs/latest/api/python/", "tags": ["software"]},
             {"integration-name": "MLflow", "external-doc-url": "https://mlflow.org/docs/latest/", "tags": ["software"]},
             {"integration-name": "Optuna", "external-doc-url": "https://optuna.readthedocs.io/", "tags": ["software"]},
         ],
         "operators": [
             {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.operators.snapshot"]},
+            {"integration-name": "Spark ETL", "python-modules": ["airflow_mlops.operators.spark_etl"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.operators.training"]},
             {"integration-name": "Optuna", "python-modules": ["airflow_mlops.operators.tuning"]},
         ],
         "hooks": [
             {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.hooks.snapshot_store"]},
+            {"integration-name": "Spark ETL", "python-modules": ["airflow_mlops.hooks.spark"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.hooks.mlflow"]},
             {"integration-name": "Optuna", "python-modules": ["airflow_mlops.hooks.optuna"]},
         ],
         "connection-types": [
             {"hook-class-name": "airflow_mlops.hooks.mlflow.MlflowHook", "connection-type": "mlflow"},
         ],
-        "extra-links": ["airflow_mlops.links.mlflow.MlflowRunLink"],
+        "extra-links": ["airflow_mlops.links.mlflow.MlflowRunLink", "airflow_mlops.links.spark.SparkUILink"],
     }

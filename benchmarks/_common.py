@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
@@ -25,4 +26,4 @@ def execute_as_task(operator_class: Any, dag_id: str, run_id: str, **arguments: 
         operator = operator_class(**arguments)
     ti = SimpleNamespace(dag_id=dag_id, run_id=run_id, task_id=operator.task_id, map_index=-1, try_number=1,
                          xcom_push=lambda key, value: None)
-    return operator.execute({"ti": ti, "dag": dag, "logical_date": None})
+    return operator.execute({"ti": ti, "dag": dag, "logical_date": None, "outlet_events": defaultdict(SimpleNamespace)})

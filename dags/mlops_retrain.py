@@ -1,8 +1,10 @@
 """Flagship example: the daily retraining pipeline, one data version per run.
 
-generate (stand-in for your ingestion) -> snapshot the raw data (the data version)
--> tune a fraud classifier on that snapshot (resumable Optuna study, a nested MLflow run per trial)
--> train it with the best hyperparameters as one MLflow run that traces back to the snapshot.
+generate (stand-in for your ingestion) -> snapshot the raw transactions (the data version)
+-> aggregate them per customer with Spark into a features snapshot whose record names the raw one
+-> tune a fraud classifier on the features (resumable Optuna study, a nested MLflow run per trial)
+-> train it with the best hyperparameters as one MLflow run that traces back to both snapshots.
+Spark runs on the ``spark_default`` connection's cluster, or ``local[*]`` where there is none.
 Trigger from the UI with params, backfill with ``airflow backfill create``; tasks retry safely.
 """
 
@@ -13,10 +15,10 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task
 
 from airflow_mlops.config import mlops_home
-from airflow_mlops.operators import DataSnapshotOperator, MLflowTrainOperator, OptunaTuneOperator
+from airflow_mlops.etl.fraud import FEATURE_COLUMNS, LABEL
+from airflow_mlops.operators import DataSnapshotOperator, MLflowTrainOperator, OptunaTuneOperator, SparkETLOperator
 
 RAW_DATA = str(mlops_home() / "data" / "raw" / "{{ ds }}")
-NUMERIC_FEATURES = ["step", "amount", "oldbalanceOrg", "newbalanceOrig", "oldbalanceDest", "newbalanceDest"]
 SEARCH_SPACE = {
     "n_estimators": {"type": "int", "low": 20, "high": 150},
     "max_depth": {"type": "int", "low": 3, "high": 12},
@@ -49,11 +51,18 @@ with DAG(
 
     snapshot_raw = DataSnapshotOperator(task_id="snapshot_raw", source=RAW_DATA)
 
+    customer_features = SparkETLOperator(
+        task_id="customer_features",
+        inputs={"transactions": snapshot_raw.output},
+        transform="airflow_mlops.etl.fraud:customer_features",
+        conf={"spark.sql.shuffle.partitions": "8"},
+    )
+
     # Tuning and training see the same data, features and estimator, so their metrics compare.
     model = {
-        "input_snapshot": snapshot_raw.output,
-        "target": "isFraud",
-        "features": NUMERIC_FEATURES,
+        "input_snapshot": customer_features.output,
+        "target": LABEL,
+        "features": FEATURE_COLUMNS,
         "estimator": "sklearn.ensemble.RandomForestClassifier",
         "experiment_name": "fraud_detection",
     }

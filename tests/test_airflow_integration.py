@@ -60,7 +60,7 @@ def test_dag_files_parse_without_heavy_imports(dag_file):
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_flagship_dag_snapshots_tunes_and_trains_on_the_days_data(migrated_home):
+def test_flagship_dag_snapshots_aggregates_tunes_and_trains_on_the_days_data(migrated_home):
     conf = {"rows": 2000, "seed": 3, "n_trials": 3}
     airflow(migrated_home, "dags", "test", "mlops_retrain", "2026-01-02", "--conf", json.dumps(conf))
 
@@ -69,22 +69,28 @@ def test_flagship_dag_snapshots_tunes_and_trains_on_the_days_data(migrated_home)
         [str(VENV_BIN / "airflow-mlops"), "log", "--format", "json", "--store", str(store)],
         capture_output=True, text=True, check=True,
     )
-    (record,) = json.loads(log.stdout)
+    records = {record["airflow"]["task_id"]: record for record in json.loads(log.stdout)}
+    assert set(records) == {"snapshot_raw", "customer_features"}
+    record, features = records["snapshot_raw"], records["customer_features"]
     assert record["source"] == str(migrated_home / "airflow_mlops" / "data" / "raw" / "2026-01-02")
     assert record["files"] == 1
     assert record["airflow"]["dag_id"] == "mlops_retrain"
-    assert record["airflow"]["task_id"] == "snapshot_raw"
     assert record["airflow"]["try_number"] == 1
     assert record["airflow"]["logical_date"].startswith("2026-01-02")
     rows = (Path(record["source"]) / "transactions.csv").read_text().count("\n")
     assert rows == 2001  # header + the rows asked for in the trigger's params
+    assert features["parents"] == [record["snapshot_id"]]  # lineage: raw transactions -> customer features
+    assert features["extra"]["code"]["transform"] == "airflow_mlops.etl.fraud:customer_features"
+    assert features["extra"]["spark"]["master"] == "local[*]"
+    assert features["extra"]["tables"][""]["rows"] == 100  # 2000 transactions by rows/20 customers
 
     with sqlite3.connect(migrated_home / "airflow.db") as db:
         events = db.execute(
             "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
         ).fetchall()
-    assert [(uri, json.loads(extra)["snapshot_id"]) for uri, extra in events] == [
-        ("x-airflow-mlops-snapshot://mlops_retrain/snapshot_raw", record["snapshot_id"])
+    assert sorted((uri, json.loads(extra)["snapshot_id"]) for uri, extra in events) == [
+        ("x-airflow-mlops-snapshot://mlops_retrain/customer_features", features["snapshot_id"]),
+        ("x-airflow-mlops-snapshot://mlops_retrain/snapshot_raw", record["snapshot_id"]),
     ]
 
     import mlflow
@@ -98,10 +104,13 @@ def test_flagship_dag_snapshots_tunes_and_trains_on_the_days_data(migrated_home)
     assert run.info.status == "FINISHED"
     best = {key.removeprefix("best."): value for key, value in study.data.params.items() if key.startswith("best.")}
     assert {key: run.data.params[key] for key in best} == best  # best_params went straight into training
-    assert run.data.tags["airflow_mlops.snapshot_id"] == record["snapshot_id"]
+    assert run.data.tags["airflow_mlops.snapshot_id"] == features["snapshot_id"]
     assert run.data.tags["airflow.run_id"] == record["airflow"]["run_id"]
     assert run.data.tags["mlflow.source.git.commit"]
     with sqlite3.connect(migrated_home / "airflow.db") as db:
         links = dict(db.execute("SELECT task_id, value FROM xcom WHERE key = 'mlflow_run_url'").fetchall())
     assert json.loads(links["train_fraud_model"]).endswith(f"/runs/{run.info.run_id}")
     assert json.loads(links["tune_fraud_model"]).endswith(f"/runs/{study.info.run_id}")
+    with sqlite3.connect(migrated_home / "airflow.db") as db:
+        (spark_ui,) = db.execute("SELECT value FROM xcom WHERE key = 'spark_ui_url'").fetchone()
+    assert json.loads(spark_ui).startswith("http://")

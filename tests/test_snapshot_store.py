@@ -114,6 +114,37 @@ def test_unchanged_files_are_not_rehashed_and_changed_ones_are(tmp_path, monkeyp
     assert hashed == ["f3.txt"] and changed.snapshot_id != first.snapshot_id
 
 
+def test_a_cached_file_whose_object_is_gone_is_stored_again(tmp_path):
+    store_dir = tmp_path / "store"
+    src = make_tree(tmp_path / "src", TREE)
+    old = 1_600_000_000_000_000_000
+    for path in src.rglob("*.*"):
+        os.utime(path, ns=(old, old))
+    store = SnapshotStore.open(str(store_dir))
+    store.snapshot(src)
+    digest = digest_bytes(TREE["a.csv"])
+    (store_dir / "objects" / digest[:2] / digest[2:]).unlink()  # e.g. removed by hand or by a clean-up
+
+    again = store.snapshot(src)  # the stat cache still knows a.csv, but its object is gone
+    assert (store_dir / "objects" / digest[:2] / digest[2:]).read_bytes() == TREE["a.csv"]
+    assert store.verify(again.snapshot_id) == []
+
+
+def test_a_large_file_rewritten_after_hashing_is_not_stored_under_the_old_digest(tmp_path, monkeypatch):
+    """The bytes copied into the store are hashed again, so a file changed in between stores nothing."""
+    big = tmp_path / "src" / "big.bin"
+    big.parent.mkdir()
+    big.write_bytes(b"new contents " * 200_000)  # above the size that is read whole
+    stale = digest_bytes(b"old contents " * 200_000)
+    monkeypatch.setattr(store_module, "digest_file", lambda path, size: stale)  # hashed before the rewrite
+    store_dir = tmp_path / "store"
+
+    with pytest.raises(SnapshotError, match="changed while it was being snapshotted"):
+        SnapshotStore.open(str(store_dir)).snapshot(big.parent)
+    assert not (store_dir / "objects" / stale[:2] / stale[2:]).exists()
+    assert not list((store_dir / "tmp").iterdir()) and not (store_dir / "records").exists()
+
+
 def test_recently_modified_files_are_hashed_again(tmp_path, monkeypatch):
     """A file written in the same clock tick as the snapshot could change unseen: never trust its stat."""
     src = make_tree(tmp_path / "src", {"fresh.txt": b"just written"})
@@ -208,6 +239,7 @@ def test_verify_names_damaged_and_missing_objects_and_their_snapshots(tmp_path):
     ]
     with pytest.raises(SnapshotError, match="damaged"):
         store.restore(first.snapshot_id, tmp_path / "out")
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # intact files are not written either
 
     gone = digest_bytes(b"x,y\n9,9\n")
     (store_dir / "objects" / gone[:2] / gone[2:]).unlink()

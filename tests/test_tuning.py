@@ -138,6 +138,14 @@ def test_failing_trials_are_recorded_and_replaced_until_every_trial_fails(tmp_pa
     (parent,) = [r for r in runs_of(embedded_client, other.name) if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FAILED" and "every trial" in parent.data.tags["airflow_mlops.error"]
 
+    # The objective is fixed and the task cleared: try 2 resumes the study and its parent run, which
+    # ends FINISHED without the first attempt's error.
+    retry = {**config, "try_number": 2, "output": str(other / "attempt-2.json"),
+             "operator": {**config["operator"], "objective": "tests.train_functions:quadratic_objective"}}
+    assert run_attempt(retry)["result"]["parent_run_id"] == parent.info.run_id
+    resumed = embedded_client.get_run(parent.info.run_id)
+    assert resumed.info.status == "FINISHED" and "airflow_mlops.error" not in resumed.data.tags
+
 
 @pytest.mark.postgres
 def test_a_study_killed_midway_resumes_on_retry_keeping_earlier_trials(
@@ -171,6 +179,8 @@ def test_a_study_killed_midway_resumes_on_retry_keeping_earlier_trials(
     assert all(complete[number] == kept for number, kept in before.items())  # earlier trials kept
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]  # nothing left hanging
     assert result["best_value"] == min(value for _, value in complete.values())
+    fresh = [t.params["x"] for t in trials if t.state.name == "COMPLETE" and "failed_trial" not in t.system_attrs]
+    assert len(set(fresh)) == len(fresh)  # the retry suggested new points, not the first attempt's again
 
     with MlflowHook(mlflow_conn).tracking_session() as client:
         runs = runs_of(client, tmp_path.name)
@@ -235,3 +245,28 @@ def test_a_pruner_stops_poor_trials_and_pruned_trials_count_toward_n_trials(tmp_
     children = [r for r in runs_of(embedded_client, tmp_path.name) if "mlflow.parentRunId" in r.data.tags]
     pruned = [r for r in children if r.data.tags["optuna.state"] == "PRUNED"]
     assert len(pruned) == states.count("PRUNED") and all(r.info.status == "KILLED" for r in pruned)
+
+
+@pytest.mark.parametrize("labels", [(1, 2), ("fraud", "legit")], ids=["one-two", "strings"])
+def test_trial_scores_equal_mlflow_evaluate_whatever_the_labels(labels, embedded_client):
+    """A trial's value must be the metric a training run logs, also when the labels are not 0 and 1."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    from airflow_mlops.tracking.metrics import CLASSIFIER_METRICS, score
+
+    features, classes = make_classification(n_samples=300, n_features=5, flip_y=0.2, random_state=0)
+    X = pd.DataFrame(features, columns=[f"f{i}" for i in range(5)])
+    y = pd.Series(np.array(labels)[classes], name="label")
+    model = LogisticRegression().fit(X[:200], y[:200])
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
+        evaluated = mlflow.models.evaluate(
+            info.model_uri, X[200:].assign(label=y[200:].to_numpy()), targets="label", model_type="classifier",
+            evaluators=["default"], evaluator_config={"default": {"log_model_explainability": False}},
+        ).metrics
+    for metric in CLASSIFIER_METRICS:
+        assert score(model, X[200:], y[200:], metric, "classifier") == pytest.approx(evaluated[metric]), metric

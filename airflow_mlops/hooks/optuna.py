@@ -8,6 +8,7 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.config import mlops_home
+from airflow_mlops.errors import MlopsError
 
 _DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
 
@@ -48,7 +49,7 @@ class OptunaStorageHook(BaseHook):
             return make_url(conn.extra_dejson["url"])
         driver = _DRIVERS.get(conn.conn_type)
         if driver is None:
-            raise ValueError(f"connection {self.optuna_conn_id}: type {conn.conn_type!r} needs an extra 'url'")
+            raise MlopsError(f"connection {self.optuna_conn_id}: type {conn.conn_type!r} needs an extra 'url'")
         return URL.create(driver, username=conn.login or None, password=conn.password or None,
                           host=conn.host or None, port=conn.port, database=conn.schema or None)
 

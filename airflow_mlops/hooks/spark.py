@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import BaseHook
+from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.errors import MlopsError
 
@@ -22,19 +23,38 @@ class SparkHook(BaseHook):
     start with ``spark.`` become Spark conf, and ``conf`` given here overrides them. Conf values are
     never logged: they may hold keys.
 
-    :param spark_conn_id: Airflow Spark connection; ``None`` runs on ``local[*]`` in the task process.
+    :param spark_conn_id: Airflow Spark connection; ``None``, or ``spark_default`` when it is not configured,
+        runs on ``local[*]`` in the task process.
     :param conf: Spark properties for this job.
     :param app_name: the application name shown by the cluster manager.
     """
 
     conn_name_attr = "spark_conn_id"
+    default_conn_name = "spark_default"
     hook_name = "Spark (airflow-mlops)"
 
-    def __init__(self, spark_conn_id: str | None = None, conf: dict[str, Any] | None = None, app_name: str = "airflow-mlops") -> None:
+    def __init__(
+        self, spark_conn_id: str | None = default_conn_name, conf: dict[str, Any] | None = None, app_name: str = "airflow-mlops"
+    ) -> None:
         super().__init__()
-        self.spark_conn_id = spark_conn_id
+        self.spark_conn_id = self._existing(spark_conn_id)
         self.conf = {key: str(value) for key, value in (conf or {}).items()}
         self.app_name = app_name
+
+    def _existing(self, conn_id: str | None) -> str | None:
+        """The connection id to use: ``None`` (``local[*]``) when it is the default and not configured.
+
+        Any other unknown id fails here, where the provider's hook would silently fall back to yarn.
+        """
+        if not conn_id:
+            return None
+        try:
+            self.get_connection(conn_id)
+        except AirflowNotFoundException:
+            if conn_id == self.default_conn_name:
+                return None
+            raise
+        return conn_id
 
     def submit_hook(self, **submit_options: Any) -> Any:
         """The provider's ``SparkSubmitHook`` for this connection and conf (``local[*]`` without a connection).
@@ -52,8 +72,6 @@ class SparkHook(BaseHook):
     def _provider_hook(self, **options: Any) -> Any:
         from airflow.providers.apache.spark.hooks.spark_submit import SparkSubmitHook
 
-        if self.spark_conn_id:
-            self.get_connection(self.spark_conn_id)  # unknown id: fail, where SparkSubmitHook would pick yarn
         return SparkSubmitHook(conn_id=self.spark_conn_id or "", **options)
 
     def settings(self) -> dict[str, Any]:

@@ -48,7 +48,8 @@ class SparkETLOperator(BaseOperator):
     :param output_partitions: Parquet files per output table.
     :param sort_by: columns fixing the row order (and partitioning); default every sortable column.
     :param store: snapshot store of the output, and of bare input ids (templated); default under AIRFLOW_HOME.
-    :param spark_conn_id: Airflow Spark connection; ``None`` for ``local[*]``.
+    :param spark_conn_id: Airflow Spark connection (templated); ``local[*]`` for ``None`` or for
+        ``spark_default`` when that is not configured, so one DAG runs on a laptop and on a cluster.
     :param conf: Spark properties (templated); they override the connection's ``spark.*`` extras.
     :param staging_dir: where output is written before it is recorded; default under AIRFLOW_HOME.
     :param aws_conn_id: AWS connection for ``s3://`` snapshot stores.
@@ -57,7 +58,9 @@ class SparkETLOperator(BaseOperator):
         ``tables`` maps each table (``""`` for a single one) to its ``rows``, ``files`` and ``schema``.
     """
 
-    template_fields: Sequence[str] = ("inputs", "store", "conf", "transform_kwargs", "application_args", "staging_dir")
+    template_fields: Sequence[str] = (
+        "inputs", "store", "conf", "transform_kwargs", "application_args", "staging_dir", "spark_conn_id",
+    )
     template_fields_renderers = {"conf": "json", "transform_kwargs": "json"}
     operator_extra_links = (SparkUILink(),)
     ui_color = "#f4d9c6"
@@ -74,7 +77,7 @@ class SparkETLOperator(BaseOperator):
         output_partitions: int = 1,
         sort_by: list[str] | None = None,
         store: str | None = None,
-        spark_conn_id: str | None = None,
+        spark_conn_id: str | None = SparkHook.default_conn_name,
         conf: dict[str, Any] | None = None,
         staging_dir: str | None = None,
         aws_conn_id: str | None = "aws_default",

@@ -10,10 +10,13 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
+
+import blake3
 
 from airflow_mlops.config import mlops_home
 from airflow_mlops.errors import SnapshotError
@@ -30,7 +33,12 @@ class Backend(Protocol):
     parallelism: int
 
     def exists(self, key: str) -> bool: ...
-    def put_file(self, key: str, source: Path) -> None: ...
+    def missing(self, keys: Iterable[str]) -> set[str]:
+        """The keys among ``keys`` that hold no value."""
+
+    def put_file(self, key: str, source: Path, digest: str) -> None:
+        """Store ``source`` under ``key`` only if the bytes copied have ``digest`` (``SnapshotError`` if not)."""
+
     def put_bytes(self, key: str, data: bytes) -> None: ...
     def get_bytes(self, key: str) -> bytes:
         """The value at ``key``; ``KeyError`` when there is none (likewise ``get_file``)."""
@@ -78,8 +86,11 @@ class LocalBackend:
     def exists(self, key: str) -> bool:
         return os.path.exists(f"{self.root}/{key}")
 
-    def put_file(self, key: str, source: Path) -> None:
-        self._write_atomically(key, lambda temp: shutil.copyfile(source, temp))
+    def missing(self, keys: Iterable[str]) -> set[str]:
+        return {key for key in keys if not os.path.exists(f"{self.root}/{key}")}
+
+    def put_file(self, key: str, source: Path, digest: str) -> None:
+        self._write_atomically(key, lambda temp: copy_verified(source, temp, digest))
 
     def put_bytes(self, key: str, data: bytes) -> None:
         def write(temp: str) -> None:
@@ -170,8 +181,16 @@ class S3Backend:
             return False
         return True
 
-    def put_file(self, key: str, source: Path) -> None:
-        self.client.upload_file(str(source), self.bucket, self._key(key))
+    def missing(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        with ThreadPoolExecutor(max_workers=self.parallelism) as pool:
+            return {key for key, found in zip(keys, pool.map(self.exists, keys)) if not found}
+
+    def put_file(self, key: str, source: Path, digest: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="airflow-mlops-upload-") as staging:
+            copy = Path(staging) / "object"
+            copy_verified(source, copy, digest)
+            self.client.upload_file(str(copy), self.bucket, self._key(key))
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
@@ -213,6 +232,18 @@ def _missing_as_key_error(key: str) -> Iterator[None]:
         if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
             raise KeyError(key) from None
         raise
+
+
+def copy_verified(source: Path, target: str | os.PathLike, digest: str) -> None:
+    """Copy ``source`` to ``target``, hashing the bytes copied: a file rewritten after it was hashed
+    raises instead of leaving its new bytes stored under the old digest."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while chunk := reader.read(_CHUNK):
+            hasher.update(chunk)
+            writer.write(chunk)
+    if hasher.hexdigest() != digest:
+        raise SnapshotError(f"{source} changed while it was being snapshotted; take the snapshot again")
 
 
 def temp_file_beside(target: Path) -> Path:

@@ -149,21 +149,20 @@ class SnapshotStore:
     ) -> SnapshotRecord:
         """Record the file or directory tree at ``source`` and return its snapshot record.
 
-        Unchanged files (per the stat cache) are not re-hashed; objects already stored are not
-        re-written. All input is checked before anything is written.
+        Unchanged files (per the stat cache, and whose object the store still has) are not
+        re-hashed; objects already stored are not re-written. All input is checked before anything
+        is written.
         """
         root = Path(source).expanduser().absolute()
         scan_started = now_ns()
         files = _scan(root)
         cached = self._stat_cache.load_under(root)
-        digests: dict[str, str] = {}
-        misses: list[tuple[str, FileStat]] = []
-        for _rel, path, stat in files:
-            hit = cached.get(path)
-            if hit is not None and hit[0] == stat:
-                digests[path] = hit[1]
-            else:
-                misses.append((path, stat))
+        hits = {path: cached[path][1] for _rel, path, stat in files if path in cached and cached[path][0] == stat}
+        if not self._initialized:
+            hits = {}
+        gone = self.backend.missing({_object_key(digest) for digest in hits.values()})
+        digests = {path: digest for path, digest in hits.items() if _object_key(digest) not in gone}
+        misses = [(path, stat) for _rel, path, stat in files if path not in digests]
         for path, _stat in misses:
             if not os.access(path, os.R_OK):
                 raise SnapshotError(f"cannot read {path}: permission denied")
@@ -214,7 +213,7 @@ class SnapshotStore:
             else:
                 digest = digest_file(path, stat.size)
                 if not self.backend.exists(_object_key(digest)):
-                    self.backend.put_file(_object_key(digest), Path(path))
+                    self.backend.put_file(_object_key(digest), Path(path), digest)
                 after = FileStat.of(os.stat(path))
         except OSError as error:
             raise SnapshotError(f"cannot read {path}: {error.strerror or error}") from None
@@ -278,6 +277,7 @@ class SnapshotStore:
 
         Refuses entries that would land outside ``dest`` (absolute paths, ``..``, symlinks out),
         and a non-empty ``dest`` unless ``force`` (which overwrites listed files, keeps others).
+        No file is written unless every object is present and intact.
         """
         entries = self.manifest(snapshot_id)
         dest_path = Path(dest).expanduser().absolute()
@@ -287,18 +287,25 @@ class SnapshotStore:
             raise SnapshotError(f"restore target {dest_path} is not empty; use --force to overwrite")
         dest_real = Path(os.path.realpath(dest_path))
         targets = [(entry, _safe_target(dest_path, dest_real, entry.path)) for entry in entries]
-        for entry, target in targets:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temp = temp_file_beside(target)
-            try:
+        missing = self.backend.missing({_object_key(entry.digest) for entry in entries})
+        if missing:
+            raise SnapshotError(f"{len(missing)} objects of snapshot {self.resolve(snapshot_id)} are missing; "
+                                "run 'airflow-mlops verify'")
+        staged: list[tuple[Path, Path]] = []
+        try:  # every file fetched and checked beside its target first, then all renamed into place
+            for entry, target in targets:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                staged.append((temp_file_beside(target), target))
                 try:
-                    self.backend.get_file(_object_key(entry.digest), temp)
+                    self.backend.get_file(_object_key(entry.digest), staged[-1][0])
                 except KeyError:
                     raise SnapshotError(f"object {entry.digest} for {entry.path} is missing; run 'airflow-mlops verify'") from None
-                if digest_file(temp, entry.size) != entry.digest:
+                if digest_file(staged[-1][0], entry.size) != entry.digest:
                     raise SnapshotError(f"object {entry.digest} for {entry.path} is damaged; run 'airflow-mlops verify'")
+            for temp, target in staged:
                 os.replace(temp, target)
-            finally:
+        finally:
+            for temp, _target in staged:
                 temp.unlink(missing_ok=True)
         return entries
 

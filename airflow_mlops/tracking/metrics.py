@@ -48,15 +48,16 @@ def score(model: Any, X: Any, y: Any, metric: str, model_type: str) -> float:
 
     labels = np.unique(y)
     binary = len(labels) <= 2
+    positive = labels[-1]  # MLflow's evaluator takes the largest label as the positive class
     if metric in ("roc_auc", "log_loss"):
         probabilities = model.predict_proba(X)
         if metric == "log_loss":
             return float(sk.log_loss(y, probabilities, labels=model.classes_))
         if binary:
-            return float(sk.roc_auc_score(y, probabilities[:, list(model.classes_).index(1)]))
+            return float(sk.roc_auc_score(y, probabilities[:, list(model.classes_).index(positive)]))
         return float(sk.roc_auc_score(y, probabilities, average="weighted", multi_class="ovr", labels=model.classes_))
     predicted = model.predict(X)
     if metric == "accuracy_score":
         return float(sk.accuracy_score(y, predicted))
-    options = {"average": "binary", "pos_label": 1} if binary else {"average": "weighted"}
+    options = {"average": "binary", "pos_label": positive} if binary else {"average": "weighted"}
     return float(getattr(sk, metric)(y, predicted, **options))

@@ -46,13 +46,19 @@ class EarlierAttempts:
 
 def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, Any]) -> EarlierAttempts:
     """Look at the top-level runs earlier attempts of this task instance left in ``experiment_id``."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=task_instance_filter(identity),
-        max_results=100,
-        order_by=["attributes.start_time DESC"],
-    )
-    runs = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    runs, page_token = [], None
+    while True:  # every page: a study's trial runs carry the same tags and can be thousands
+        page = client.search_runs(
+            [experiment_id],
+            filter_string=task_instance_filter(identity),
+            max_results=1000,
+            order_by=["attributes.start_time DESC"],
+            page_token=page_token,
+        )
+        runs += [run for run in page if "mlflow.parentRunId" not in run.data.tags]
+        page_token = page.token
+        if not page_token:
+            break
     finished = [run for run in runs if run.info.status == "FINISHED"]
     return EarlierAttempts(finished[0] if finished else None, [run for run in runs if run.info.status != "FINISHED"])
 

@@ -267,6 +267,9 @@ def run_tuning(
         study_name=request.study_name, storage=storage, direction=request.direction,
         sampler=request.sampler, pruner=request.pruner, load_if_exists=True,
     )
+    if study.get_trials(deepcopy=False):
+        # A resumed study must not replay the earlier attempt's suggestions from the same seed.
+        study.sampler.reseed_rng()
     if earlier.finished_run is not None:  # an earlier attempt finished the study (died before XCom)
         complete, _ = _finished_count(study)
         return TuningResult(study.best_params, study.best_value, request.study_name,
@@ -287,6 +290,8 @@ def run_tuning(
                                    "search_space": json.dumps([d.__dict__ for d in request.space], default=str)[:6000]})
                 log_inputs(request.training, data.frame)
             else:
+                if ERROR_TAG in earlier.unfinished_runs[0].data.tags:  # the earlier attempt's failure is not this one's
+                    client.delete_tag(parent_id, ERROR_TAG)
                 _fail_trials_of_dead_attempts(study, storage)
             writer = _TrialRunWriter(client, experiment_id, parent_id, request)
             objective = _Objective(request, data)
