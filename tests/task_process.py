@@ -5,6 +5,7 @@
 The config names the task instance (dag_id, run_id, task_id, try_number), the operator class
 (default MLflowTrainOperator) and its arguments, and an output file for the result, the XComs pushed and the asset events. ``die_before_xcom_push`` kills the process
 with SIGKILL after ``execute`` returns: a worker that died after logging, before Airflow stored XCom.
+SIGTERM calls the operator's ``on_kill``, as Airflow's task runner does.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def run_attempt(config: dict) -> dict:
     with DAG(config["dag_id"], schedule=None) as dag:
         operator = operator_class(task_id=config["task_id"], **config["operator"])
     dag.fileloc = config.get("dag_file")
+    signal.signal(signal.SIGTERM, lambda *_: operator.on_kill())  # as Airflow's task runner does on SIGTERM
     pushed: dict = {}
     ti = SimpleNamespace(
         dag_id=config["dag_id"], run_id=config["run_id"], task_id=config["task_id"], map_index=-1,

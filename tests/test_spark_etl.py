@@ -189,6 +189,31 @@ def test_a_standalone_cluster_gives_the_same_snapshot_as_local_for_a_transform_a
     assert not any(SPARK_SECRET in json.dumps(record.to_dict()) for record in records)
 
 
+def test_on_kill_cancels_the_running_job_and_records_nothing(tmp_path, markers):
+    import signal
+    import time
+
+    _store, raw = raw_transactions(tmp_path, rows=200)
+    config = {
+        "dag_id": "fraud_features", "run_id": "manual__1", "task_id": "endless", "try_number": 1,
+        "operator_class": "SparkETLOperator", "output": str(tmp_path / "endless.json"),
+        "operator": {"inputs": {"transactions": raw.uri}, "transform": "tests.spark_transforms:endless_aggregation",
+                     "store": str(tmp_path / "output_store")},
+    }
+    process = run_in_process(config, {**os.environ, "AIRFLOW_HOME": str(tmp_path / "airflow")})
+    deadline = time.monotonic() + 120
+    while not (markers / "started").exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(3)  # the job is running on the executors now
+    process.send_signal(signal.SIGTERM)
+
+    assert process.wait(timeout=120) != 0
+    log = (tmp_path / "endless.log").read_text()
+    assert "EtlError: Spark failed" in log and "cancel" in log.lower()
+    assert not (tmp_path / "output_store" / "records").exists()
+    assert not list((tmp_path / "airflow" / "airflow_mlops" / "etl-staging").iterdir())
+
+
 def test_bad_arguments_are_refused_before_spark_starts(tmp_path):
     from airflow.sdk import DAG
 

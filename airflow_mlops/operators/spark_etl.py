@@ -147,14 +147,16 @@ class SparkETLOperator(BaseOperator):
         else:
             with spark_hook.session() as spark:
                 self._spark = spark
-                spark_info = {"master": spark.sparkContext.master, "application_id": spark.sparkContext.applicationId}
-                self.log.info("Spark application %s on %s, UI: %s", spark_info["application_id"], spark_info["master"],
-                              spark.sparkContext.uiWebUrl or "disabled")
-                SparkUILink.persist(context, spark.sparkContext.uiWebUrl)
-                write = spark_transform(spark, inputs, transform, partitions=self.output_partitions,
-                                        sort_by=self.sort_by, transform_kwargs=self.transform_kwargs)
-                record, tables = derive_snapshot(store, inputs, write, extra={"spark": spark_info}, **derive)
-            self._spark = None
+                try:
+                    spark_info = {"master": spark.sparkContext.master, "application_id": spark.sparkContext.applicationId}
+                    self.log.info("Spark application %s on %s, UI: %s", spark_info["application_id"],
+                                  spark_info["master"], spark.sparkContext.uiWebUrl or "disabled")
+                    SparkUILink.persist(context, spark.sparkContext.uiWebUrl)
+                    write = spark_transform(spark, inputs, transform, partitions=self.output_partitions,
+                                            sort_by=self.sort_by, transform_kwargs=self.transform_kwargs)
+                    record, tables = derive_snapshot(store, inputs, write, extra={"spark": spark_info}, **derive)
+                finally:
+                    self._spark = None
         self.log.info("Snapshot %s from %s: %s", record.snapshot_id, record.parents or "paths",
                       {name or "output": table["rows"] for name, table in tables.items()})
         result = {"snapshot_id": record.snapshot_id, "uri": record.uri, "files": record.files, "bytes": record.bytes,
@@ -175,8 +177,17 @@ class SparkETLOperator(BaseOperator):
         return write
 
     def on_kill(self) -> None:
-        """Airflow is stopping the task: cancel the Spark jobs, or kill the spark-submit job."""
+        """Airflow is stopping the task: cancel the Spark jobs, or kill the spark-submit job.
+
+        Airflow calls this from a signal handler, on the thread that is blocked in a py4j call to
+        Spark; a call on that thread's connection would be re-entrant, so a thread of its own (which
+        py4j gives a connection of its own) cancels the jobs.
+        """
+        import threading
+
         if self._spark is not None:
-            self._spark.sparkContext.cancelAllJobs()
+            canceller = threading.Thread(target=self._spark.sparkContext.cancelAllJobs, name="spark-cancel")
+            canceller.start()
+            canceller.join(timeout=60)
         if self._submit is not None:
             self._submit.on_kill()
