@@ -44,6 +44,7 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/snapshot_bench.py
 	$(PY) benchmarks/tracking_bench.py
 	$(PY) benchmarks/tuning_bench.py
+	$(PY) benchmarks/etl_bench.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache

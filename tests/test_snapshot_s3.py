@@ -53,3 +53,26 @@ def test_missing_bucket_is_a_one_line_error(s3_store):
     result = run_cli("log", "--store", "s3://no-such-bucket-here/x", "--aws-conn-id", s3_store["conn_id"])
     assert result.returncode == 2
     assert "airflow-mlops: error: store s3://no-such-bucket-here/x: bucket 'no-such-bucket-here'" in result.stderr
+
+
+def test_the_operator_snapshots_into_s3_and_announces_the_version(tmp_path, s3_store):
+    from tests.task_process import run_attempt
+
+    files = {**TREE, "big/part-0.bin": bytes(range(256)) * 8192}  # 2 MiB: hashed, then copied and re-hashed
+    src = make_tree(tmp_path / "src", files)
+    outcome = run_attempt({
+        "dag_id": "ingest", "run_id": "scheduled__2026-01-01", "task_id": "snapshot_raw", "try_number": 2,
+        "operator_class": "DataSnapshotOperator",
+        "operator": {"source": str(src), "store": s3_store["uri"], "aws_conn_id": s3_store["conn_id"]},
+    })
+
+    result = outcome["result"]
+    assert result["files"] == 4 and result["bytes"] == sum(len(data) for data in files.values())
+    assert result["uri"] == f"{s3_store['uri']}#{result['snapshot_id']}"
+    assert outcome["asset_events"] == {"x-airflow-mlops-snapshot://ingest/snapshot_raw": result}
+    store = SnapshotStoreHook(s3_store["uri"], s3_store["conn_id"]).get_conn()
+    (record,) = store.records()
+    assert record.airflow["dag_id"] == "ingest" and record.airflow["try_number"] == 2
+    assert store.verify() == []
+    store.restore(result["snapshot_id"], tmp_path / "out")
+    assert (tmp_path / "out" / "big" / "part-0.bin").read_bytes() == files["big/part-0.bin"]

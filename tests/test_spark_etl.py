@@ -45,7 +45,7 @@ def test_customer_features_match_a_pandas_groupby_and_the_record_names_inputs_an
     store, raw, item = transactions
     record, tables = derive(spark, store, item, tmp_path)
 
-    assert record.parents == [raw.snapshot_id]
+    assert record.parents == [raw.snapshot_id] and record.source == f"spark:{TRANSFORM}"
     fraud_module = REPO / "airflow_mlops" / "etl" / "fraud.py"
     assert record.extra["code"] == {"transform": TRANSFORM, "code_file": str(fraud_module),
                                     "code_digest": digest_bytes(fraud_module.read_bytes())}
@@ -216,6 +216,7 @@ def test_on_kill_cancels_the_running_job_and_records_nothing(tmp_path, markers):
 
 def test_bad_arguments_are_refused_before_spark_starts(tmp_path):
     from airflow.sdk import DAG
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
     from airflow_mlops.errors import MlopsError
     from airflow_mlops.operators import SparkETLOperator
@@ -226,7 +227,12 @@ def test_bad_arguments_are_refused_before_spark_starts(tmp_path):
         missing = SparkETLOperator(task_id="missing", inputs={"x": str(tmp_path / "nowhere")}, transform=TRANSFORM)
         unknown_snapshot = SparkETLOperator(task_id="unknown", inputs={"x": "abcdef012345"}, transform=TRANSFORM,
                                             store=str(tmp_path / "empty_store"))
+        unknown_connection = SparkETLOperator(task_id="unknown_conn", inputs={"x": str(tmp_path)}, transform=TRANSFORM,
+                                              spark_conn_id="spark_typo")
     for operator, message in [(both, "either transform"), (no_inputs, "non-empty mapping"),
                               (missing, "neither an existing path"), (unknown_snapshot, "no snapshot store")]:
         with pytest.raises(MlopsError, match=message):
             operator.execute({"ti": None, "outlet_events": {}})
+    # The provider's hook would quietly submit to yarn for an unknown connection id.
+    with pytest.raises(AirflowNotFoundException, match="spark_typo"):
+        unknown_connection.execute({"ti": None, "outlet_events": {}})

@@ -81,6 +81,7 @@ def write_table(frame: Any, path: Path, partitions: int, sort_by: list[str] | No
 
     Hash partitioning on the sort columns puts each row in the same file on any cluster; sorting
     within files (by every column of a sortable type unless ``sort_by``) fixes the order of rows.
+    A table with no sortable column is written as one file in the order Spark produces.
     """
     from pyspark.sql.types import ArrayType, MapType, StructType
 
@@ -207,6 +208,7 @@ def derive_snapshot(
             output,
             airflow=airflow,
             parents=sorted({item.snapshot_id for item in inputs if item.snapshot_id}),
+            source_label=f"spark:{code.get('transform', 'transform')}",
             extra={
                 **dict(extra or {}),
                 "inputs": {item.name: item.describe() for item in inputs},

@@ -146,8 +146,12 @@ class SnapshotStore:
         airflow: Mapping[str, Any] | None = None,
         parents: Iterable[str] = (),
         extra: Mapping[str, Any] | None = None,
+        source_label: str | None = None,
     ) -> SnapshotRecord:
         """Record the file or directory tree at ``source`` and return its snapshot record.
+
+        ``source_label`` names the source in the record instead of its path (a derived snapshot's
+        transformation, whose output folder is temporary).
 
         Unchanged files (per the stat cache, and whose object the store still has) are not
         re-hashed; objects already stored are not re-written. All input is checked before anything
@@ -185,7 +189,7 @@ class SnapshotStore:
             created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
             files=len(entries),
             bytes=sum(entry.size for entry in entries),
-            source=str(root),
+            source=source_label or str(root),
             host=socket.gethostname(),
             airflow=dict(airflow or {}),
             parents=list(parents),
