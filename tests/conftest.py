@@ -48,6 +48,16 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | 
     return False
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:
+    """Terminate a service started by a fixture, and kill it if it does not stop in time."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(autouse=True)
 def airflow_home(tmp_path_factory, monkeypatch) -> Path:
     """Each test gets its own AIRFLOW_HOME, so default stores and stat caches never leak between tests."""
@@ -70,8 +80,7 @@ def moto_s3():
         require_service(wait_for_port(port, process=process), "moto's S3 server did not start")
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        stop_process(process)
 
 
 @pytest.fixture
@@ -174,11 +183,7 @@ def mlflow_server(postgres_url, tmp_path_factory):
         require_service(started, f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
         yield {"url": f"http://127.0.0.1:{port}", "port": port, "log": root / "server.log"}
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop_process(process)
         log.close()
 
 
@@ -289,9 +294,5 @@ def spark_cluster(tmp_path_factory):
         yield {"master": f"spark://127.0.0.1:{port}", "host": "spark://127.0.0.1", "port": port, "ui": f"http://127.0.0.1:{master_ui}"}
     finally:
         for daemon in reversed(daemons):
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+            stop_process(daemon, timeout=30)
         log.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -61,8 +62,8 @@ class SparkHook(BaseHook):
 
         A driver in client mode runs this process's Python, so it imports what the task can.
         """
-        conf = {**self._connection_conf(), **self.conf}
-        if self.settings()["deploy_mode"] != "cluster":
+        conf = {**self._connection_conf, **self.conf}
+        if self.settings["deploy_mode"] != "cluster":
             conf.setdefault("spark.pyspark.driver.python", sys.executable)
         submit = self._provider_hook(conf=conf, name=self.app_name, **submit_options)
         if not self.spark_conn_id:
@@ -74,6 +75,7 @@ class SparkHook(BaseHook):
 
         return SparkSubmitHook(conn_id=self.spark_conn_id or "", **options)
 
+    @cached_property
     def settings(self) -> dict[str, Any]:
         """The connection as the apache-spark provider reads it: master, deploy_mode, queue, namespace, ..."""
         settings = dict(self._provider_hook()._connection)
@@ -81,6 +83,7 @@ class SparkHook(BaseHook):
             settings["master"] = LOCAL_MASTER
         return settings
 
+    @cached_property
     def _connection_conf(self) -> dict[str, str]:
         if not self.spark_conn_id:
             return {}
@@ -89,7 +92,7 @@ class SparkHook(BaseHook):
 
     def master(self) -> str:
         """The master URL the connection names: ``spark://host:port``, ``yarn``, ``k8s://...`` or ``local[*]``."""
-        return self.settings()["master"]
+        return self.settings["master"]
 
     @contextmanager
     def session(self) -> Iterator[Any]:
@@ -97,7 +100,7 @@ class SparkHook(BaseHook):
         from pyspark import SparkConf
         from pyspark.sql import SparkSession
 
-        settings = self.settings()
+        settings = self.settings
         if settings["deploy_mode"] == "cluster":
             raise MlopsError(
                 f"connection {self.spark_conn_id}: deploy-mode cluster runs the driver on the cluster; "
@@ -109,7 +112,7 @@ class SparkHook(BaseHook):
         if settings["namespace"]:
             conf.set("spark.kubernetes.namespace", settings["namespace"])
         conf.set("spark.ui.showConsoleProgress", "false")  # progress bars garble task logs
-        conf.setAll(list({**self._connection_conf(), **self.conf}.items()))
+        conf.setAll(list({**self._connection_conf, **self.conf}.items()))
         spark = SparkSession.builder.config(conf=conf).getOrCreate()
         try:
             yield spark

@@ -299,12 +299,13 @@ class SnapshotStore:
         try:  # every file fetched and checked beside its target first, then all renamed into place
             for entry, target in targets:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                staged.append((temp_file_beside(target), target))
+                temp = temp_file_beside(target)
+                staged.append((temp, target))
                 try:
-                    self.backend.get_file(_object_key(entry.digest), staged[-1][0])
+                    self.backend.get_file(_object_key(entry.digest), temp)
                 except KeyError:
                     raise SnapshotError(f"object {entry.digest} for {entry.path} is missing; run 'airflow-mlops verify'") from None
-                if digest_file(staged[-1][0], entry.size) != entry.digest:
+                if digest_file(temp, entry.size) != entry.digest:
                     raise SnapshotError(f"object {entry.digest} for {entry.path} is damaged; run 'airflow-mlops verify'")
             for temp, target in staged:
                 os.replace(temp, target)
