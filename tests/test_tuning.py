@@ -198,13 +198,17 @@ def test_a_study_killed_midway_resumes_on_retry_keeping_earlier_trials(
 
 
 @pytest.mark.postgres
-def test_parallel_trials_on_postgres(tmp_path, snapshot, optuna_postgres, embedded_client, markers):
+def test_parallel_trials_on_postgres(tmp_path, snapshot, optuna_postgres, embedded_client, markers, monkeypatch):
     _, record = snapshot
+    monkeypatch.setenv("TRIAL_SLEEP", "0.3")
     result = run_attempt(tune_config(tmp_path, record.uri, 1, objective="tests.train_functions:quadratic_objective",
                                      metric="loss", direction="minimize", n_trials=8, n_jobs=2,
                                      optuna_conn_id=optuna_postgres))["result"]
     trials = trials_of(result["study_name"], optuna_postgres)
     assert [t.state.name for t in trials].count("COMPLETE") == 8 == result["n_complete"]
+    overlapping = [(a.number, b.number) for a in trials for b in trials
+                   if a.number < b.number and a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete]
+    assert overlapping  # two trials ran at the same time
     children = [r for r in runs_of(embedded_client, tmp_path.name) if "mlflow.parentRunId" in r.data.tags]
     assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == list(range(8))
     parent = embedded_client.get_run(result["parent_run_id"])
