@@ -145,6 +145,20 @@ def test_a_large_file_rewritten_after_hashing_is_not_stored_under_the_old_digest
     assert not list((store_dir / "tmp").iterdir()) and not (store_dir / "records").exists()
 
 
+def test_a_temporary_folder_can_be_kept_out_of_the_stat_cache(tmp_path):
+    from airflow_mlops.snapshots.statcache import StatCache
+
+    old = 1_600_000_000_000_000_000
+    kept, temporary = make_tree(tmp_path / "kept", TREE), make_tree(tmp_path / "temporary", TREE)
+    for path in [*kept.rglob("*.*"), *temporary.rglob("*.*")]:
+        os.utime(path, ns=(old, old))
+    store = SnapshotStore.open(str(tmp_path / "store"))
+    store.snapshot(kept)
+    store.snapshot(temporary, cache_stats=False)
+    cache = StatCache(tmp_path / "store" / "cache" / "stat.sqlite")
+    assert len(cache.load_under(kept)) == 3 and cache.load_under(temporary) == {}
+
+
 def test_recently_modified_files_are_hashed_again(tmp_path, monkeypatch):
     """A file written in the same clock tick as the snapshot could change unseen: never trust its stat."""
     src = make_tree(tmp_path / "src", {"fresh.txt": b"just written"})

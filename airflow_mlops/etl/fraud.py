@@ -21,6 +21,7 @@ FEATURE_COLUMNS = [
     *(f"{stat}_{kind.lower()}" for kind in TYPES for stat in ("n", "amount", "mean_amount")),
     "orig_balance_delta", "dest_balance_delta",
 ]
+COUNT_COLUMNS = {"n_transactions", *(f"n_{kind.lower()}" for kind in TYPES)}
 _MONEY = "decimal(20,2)"
 
 
@@ -60,9 +61,5 @@ def customer_features(spark: Any, inputs: dict[str, Any], input_name: str = "tra
         count, total = F.col(f"n_{kind.lower()}"), F.col(f"amount_{kind.lower()}")
         exact_means[f"mean_amount_{kind.lower()}"] = F.when(count > 0, total / count).otherwise(F.lit(0))
     per_customer = per_customer.select("*", *(value.alias(name) for name, value in exact_means.items()))
-    doubles = [
-        F.col(name).cast("double").alias(name) if name not in ("n_transactions", *(f"n_{k.lower()}" for k in TYPES))
-        else F.col(name).cast("long").alias(name)
-        for name in FEATURE_COLUMNS
-    ]
-    return per_customer.select(KEY, *doubles, F.col(LABEL))
+    typed = [F.col(name).cast("long" if name in COUNT_COLUMNS else "double").alias(name) for name in FEATURE_COLUMNS]
+    return per_customer.select(KEY, *typed, F.col(LABEL))

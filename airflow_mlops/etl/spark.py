@@ -12,7 +12,6 @@ floating-point sums depend on the order partitions are merged in).
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import shutil
@@ -26,6 +25,7 @@ from airflow_mlops.errors import MlopsError
 from airflow_mlops.formats import data_files
 from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
 from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.utils.imports import source_file
 
 #: Name of the one table a transformation returning a single DataFrame writes (at the snapshot root).
 SINGLE_TABLE = ""
@@ -53,17 +53,12 @@ class EtlInput:
 def code_identity(code: Callable[..., Any] | str | os.PathLike) -> dict[str, str]:
     """What produced an output: a callable's dotted name and module file, or an application file; with a digest."""
     if callable(code):
-        name = f"{code.__module__}:{code.__qualname__}"
-        try:
-            source = Path(inspect.getsourcefile(code) or "")
-        except TypeError:
-            source = Path()
+        name, source = f"{code.__module__}:{code.__qualname__}", source_file(code)
     else:
-        source = Path(code)
-        name = str(source)
+        name = source = str(code)
     identity = {"transform": name}
-    if source.is_file():
-        identity.update(code_file=str(source), code_digest=digest_bytes(source.read_bytes()))
+    if source and Path(source).is_file():
+        identity.update(code_file=source, code_digest=digest_bytes(Path(source).read_bytes()))
     return identity
 
 
@@ -147,11 +142,11 @@ def canonicalize_output(output: Path) -> None:
     """
     import pyarrow.parquet as pq
 
-    for path in sorted(output.rglob("*")):
-        if not path.is_file() or path.suffix != ".parquet" and not path.name.startswith(("_", ".")):
-            continue
+    for path in sorted(p for p in output.rglob("*") if p.is_file()):
         if path.name.startswith(("_", ".")):
             path.unlink()
+            continue
+        if path.suffix != ".parquet":
             continue
         match = _PART_FILE.match(path.name)
         target = path.with_name(f"part-{match.group(1)}.parquet") if match else path
@@ -197,7 +192,7 @@ def derive_snapshot(
     names = [item.name for item in inputs]
     if not inputs or len(set(names)) != len(names):
         raise EtlError(f"give one or more inputs with distinct names, got {names}")
-    staging = Path(staging_root) / f"{uuid.uuid4().hex}"
+    staging = Path(staging_root) / uuid.uuid4().hex
     staging.parent.mkdir(parents=True, exist_ok=True)
     output = staging / "output"
     try:
@@ -209,6 +204,7 @@ def derive_snapshot(
             airflow=airflow,
             parents=sorted({item.snapshot_id for item in inputs if item.snapshot_id}),
             source_label=f"spark:{code.get('transform', 'transform')}",
+            cache_stats=False,
             extra={
                 **dict(extra or {}),
                 "inputs": {item.name: item.describe() for item in inputs},

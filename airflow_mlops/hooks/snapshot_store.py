@@ -40,15 +40,16 @@ class SnapshotStoreHook(BaseHook):
 
 
 def restore_snapshot_ref(reference: str | dict[str, Any], store: str | None, aws_conn_id: str | None) -> tuple[str, str, Path]:
-    """(store URI, full snapshot id, local directory with its files) for a snapshot reference.
+    """(snapshot URI, full snapshot id, local directory with its files) for a snapshot reference.
 
     ``reference`` is a URI ``<store>#<id>``, a ``DataSnapshotOperator`` result (its ``uri``), or an id
     (or unique prefix) in ``store``. The files are restored once per id under AIRFLOW_HOME and reused.
     """
-    from airflow_mlops.snapshots import parse_snapshot_ref
+    from airflow_mlops.snapshots import parse_snapshot_ref, snapshot_uri
 
     text = reference["uri"] if isinstance(reference, dict) else reference
     store_uri, snapshot_id = parse_snapshot_ref(text, store or default_snapshot_store())
     snapshot_store = SnapshotStoreHook(store_uri, aws_conn_id).get_conn()
     snapshot_id = snapshot_store.resolve(snapshot_id)
-    return snapshot_store.uri, snapshot_id, snapshot_store.materialize(snapshot_id, mlops_home() / "restored")
+    path = snapshot_store.materialize(snapshot_id, mlops_home() / "restored")
+    return snapshot_uri(snapshot_store.uri, snapshot_id), snapshot_id, path

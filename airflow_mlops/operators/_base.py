@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.links.mlflow import MlflowRunLink
 from airflow_mlops.utils.airflow_context import task_identity
+from airflow_mlops.utils.imports import source_file
 
 
 def parse_mapping(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
@@ -28,15 +28,6 @@ def parse_mapping(value: dict[str, Any] | str | None, what: str) -> dict[str, An
     if not isinstance(value, dict):
         raise MlopsError(f"{what} must be a mapping of names to values, got {type(value).__name__}")
     return dict(value)
-
-
-def _source_file(function: Callable[..., Any] | None) -> str | None:
-    if function is None:
-        return None
-    try:
-        return inspect.getsourcefile(function)
-    except TypeError:
-        return None
 
 
 class SnapshotModelOperator(BaseOperator):
@@ -88,16 +79,15 @@ class SnapshotModelOperator(BaseOperator):
 
     def training_request(self, context: Any, *, hyperparams: dict[str, Any], train_fn: Callable[..., Any] | None) -> Any:
         """Resolve the snapshot (restored locally once per id) and describe the training in plain values."""
-        from airflow_mlops.snapshots import snapshot_uri
         from airflow_mlops.tracking.environment import code_version
         from airflow_mlops.tracking.training import TrainingRequest
 
         identity = task_identity(context)
-        store_uri, snapshot_id, data_path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
+        uri, snapshot_id, data_path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
         return TrainingRequest(
             data_path=data_path,
             snapshot_id=snapshot_id,
-            snapshot_uri=snapshot_uri(store_uri, snapshot_id),
+            snapshot_uri=uri,
             target=self.target,
             hyperparams=hyperparams,
             features=list(self.features) if self.features else None,
@@ -106,7 +96,7 @@ class SnapshotModelOperator(BaseOperator):
             seed=self.seed,
             test_size=self.test_size,
             identity=identity,
-            code=code_version(getattr(context.get("dag"), "fileloc", None), _source_file(train_fn)),
+            code=code_version(getattr(context.get("dag"), "fileloc", None), source_file(train_fn)),
             run_name=f"{identity['task_id']}.try{identity['try_number']}",
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,9 +15,6 @@ from airflow_mlops.hooks.spark import SparkHook
 from airflow_mlops.links.spark import SparkUILink
 from airflow_mlops.operators.snapshot import declare_snapshot_asset
 from airflow_mlops.utils.airflow_context import task_identity
-
-_SNAPSHOT_ID = re.compile(r"[0-9a-fA-F]{6,64}")
-
 
 class SparkETLOperator(BaseOperator):
     """Run a PySpark transformation on data snapshots and record its Parquet output as a new snapshot.
@@ -116,15 +112,16 @@ class SparkETLOperator(BaseOperator):
     def _resolve_input(self, name: str, value: Any) -> Any:
         """An input as local files: a snapshot restored under AIRFLOW_HOME, or an existing path as is."""
         from airflow_mlops.etl.spark import EtlInput
+        from airflow_mlops.snapshots import is_snapshot_id
 
-        is_path = isinstance(value, (str, Path)) and "#" not in str(value) and not _SNAPSHOT_ID.fullmatch(str(value))
+        is_path = isinstance(value, (str, Path)) and "#" not in str(value) and not is_snapshot_id(str(value))
         if is_path:
             path = Path(value).expanduser().absolute()
             if not path.exists():
                 raise MlopsError(f"input {name!r}: {value} is neither an existing path nor a snapshot id or URI")
             return EtlInput(name, path, data_format=self.input_format)
-        store_uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id)
-        return EtlInput(name, path, snapshot_id, f"{store_uri}#{snapshot_id}", self.input_format)
+        uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id)
+        return EtlInput(name, path, snapshot_id, uri, self.input_format)
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.etl.spark import code_identity, derive_snapshot, spark_transform

@@ -5,6 +5,7 @@ from airflow_mlops.snapshots.store import (
     SnapshotRecord,
     SnapshotStore,
     VerifyProblem,
+    is_snapshot_id,
     parse_snapshot_ref,
     snapshot_uri,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "SnapshotRecord",
     "SnapshotStore",
     "VerifyProblem",
+    "is_snapshot_id",
     "parse_snapshot_ref",
     "snapshot_uri",
 ]

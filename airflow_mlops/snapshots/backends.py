@@ -16,11 +16,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
-import blake3
-
 from airflow_mlops.config import mlops_home
 from airflow_mlops.errors import SnapshotError
-from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.snapshots.hashing import copy_with_digest, digest_bytes
 
 _CHUNK = 4 * 1024 * 1024
 
@@ -237,12 +235,7 @@ def _missing_as_key_error(key: str) -> Iterator[None]:
 def copy_verified(source: Path, target: str | os.PathLike, digest: str) -> None:
     """Copy ``source`` to ``target``, hashing the bytes copied: a file rewritten after it was hashed
     raises instead of leaving its new bytes stored under the old digest."""
-    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-    with open(source, "rb") as reader, open(target, "wb") as writer:
-        while chunk := reader.read(_CHUNK):
-            hasher.update(chunk)
-            writer.write(chunk)
-    if hasher.hexdigest() != digest:
+    if copy_with_digest(source, target) != digest:
         raise SnapshotError(f"{source} changed while it was being snapshotted; take the snapshot again")
 
 

@@ -30,6 +30,16 @@ def digest_chunks(chunks: Iterable[bytes]) -> str:
     return hasher.hexdigest()
 
 
+def copy_with_digest(source: str | os.PathLike, target: str | os.PathLike, chunk_size: int = 16 * 1024 * 1024) -> str:
+    """Copy ``source`` to ``target`` and return the hex digest of the bytes copied, in one read."""
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        while chunk := reader.read(chunk_size):
+            hasher.update(chunk)
+            writer.write(chunk)
+    return hasher.hexdigest()
+
+
 def digest_file(path: str | os.PathLike, size: int) -> str:
     """Hex digest of a file's bytes; ``size`` (from the caller's stat) picks the fastest way."""
     if size >= _MMAP_THRESHOLD:

@@ -84,6 +84,12 @@ class VerifyProblem:
         return f"{self.kind} object {self.digest} (used by {users})"
 
 
+def is_snapshot_id(text: str) -> bool:
+    """Whether ``text`` has the form of a snapshot id or a prefix of one: hex, at least six characters."""
+    candidate = text.strip().lower()
+    return len(candidate) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in candidate)
+
+
 def snapshot_uri(store: str, snapshot_id: str) -> str:
     """The URI naming one snapshot in one store: ``<store>#<snapshot_id>``."""
     return f"{store}#{snapshot_id}"
@@ -147,11 +153,13 @@ class SnapshotStore:
         parents: Iterable[str] = (),
         extra: Mapping[str, Any] | None = None,
         source_label: str | None = None,
+        cache_stats: bool = True,
     ) -> SnapshotRecord:
         """Record the file or directory tree at ``source`` and return its snapshot record.
 
         ``source_label`` names the source in the record instead of its path (a derived snapshot's
-        transformation, whose output folder is temporary).
+        transformation, whose output folder is temporary); ``cache_stats=False`` keeps such a
+        folder's files out of the stat cache, where they would never be looked up again.
 
         Unchanged files (per the stat cache, and whose object the store still has) are not
         re-hashed; objects already stored are not re-written. All input is checked before anything
@@ -160,10 +168,8 @@ class SnapshotStore:
         root = Path(source).expanduser().absolute()
         scan_started = now_ns()
         files = _scan(root)
-        cached = self._stat_cache.load_under(root)
+        cached = self._stat_cache.load_under(root) if self._initialized else {}  # a new store holds no object yet
         hits = {path: cached[path][1] for _rel, path, stat in files if path in cached and cached[path][0] == stat}
-        if not self._initialized:
-            hits = {}
         gone = self.backend.missing({_object_key(digest) for digest in hits.values()})
         digests = {path: digest for path, digest in hits.items() if _object_key(digest) not in gone}
         misses = [(path, stat) for _rel, path, stat in files if path not in digests]
@@ -197,7 +203,8 @@ class SnapshotStore:
         )
         record_key = f"records/{snapshot_id}/{now_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         self.backend.put_bytes(record_key, _encode(asdict(record)))
-        self._stat_cache.store({path: (stat, digests[path]) for path, stat in misses}, scan_started)
+        if cache_stats:
+            self._stat_cache.store({path: (stat, digests[path]) for path, stat in misses}, scan_started)
         return record
 
     def _store_file(self, path: str, stat: FileStat) -> str:
@@ -254,7 +261,7 @@ class SnapshotStore:
         """The full id for an id or a unique prefix of at least six characters."""
         self._require_store()
         candidate = snapshot_id.strip().lower()
-        if len(candidate) < MIN_ID_PREFIX or any(c not in "0123456789abcdef" for c in candidate):
+        if not is_snapshot_id(candidate):
             raise SnapshotError(f"{snapshot_id!r} is not a snapshot id (hex, at least {MIN_ID_PREFIX} characters)")
         matches = {key.split("/")[1] for key in self.backend.list_keys(f"records/{candidate}")}
         if not matches:

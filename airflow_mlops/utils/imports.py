@@ -1,11 +1,22 @@
-"""Turning a dotted path from a DAG (``package.module:name`` or ``package.module.name``) into the object."""
+"""Turning a dotted path from a DAG (``package.module:name`` or ``package.module.name``) into the object, and back to its file."""
 
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from airflow_mlops.errors import MlopsError
+
+
+def source_file(function: Any) -> str | None:
+    """The file defining ``function``, or None (a builtin, a lambda typed at a prompt, no function)."""
+    if function is None:
+        return None
+    try:
+        return inspect.getsourcefile(function)
+    except TypeError:
+        return None
 
 
 def import_object(path: str) -> Any:
