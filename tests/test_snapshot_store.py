@@ -159,6 +159,35 @@ def test_a_temporary_folder_can_be_kept_out_of_the_stat_cache(tmp_path):
     assert len(cache.load_under(kept)) == 3 and cache.load_under(temporary) == {}
 
 
+def _use_stat_cache(path: str, number: int, start: object, errors: object) -> None:
+    from airflow_mlops.snapshots.statcache import FileStat, StatCache
+
+    start.wait()
+    try:
+        cache = StatCache(Path(path))
+        cache.load_under(Path("/data"))
+        cache.store({f"/data/f{number}": (FileStat(1, 1, number), "d" * 64)}, scan_started_ns=10**19)
+    except Exception as error:  # noqa: BLE001 - reported to the test
+        errors.put(repr(error))
+
+
+def test_processes_creating_the_stat_cache_at_once_all_succeed(tmp_path):
+    """Eight snapshot processes meeting a new stat cache: one creates it, none may fail on its lock."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    for round_number in range(20):
+        path = str(tmp_path / f"round-{round_number}" / "stat.sqlite")
+        start, errors = context.Barrier(8), context.Queue()
+        workers = [context.Process(target=_use_stat_cache, args=(path, n, start, errors)) for n in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        assert errors.empty(), errors.get()
+        assert [worker.exitcode for worker in workers] == [0] * 8
+
+
 def test_recently_modified_files_are_hashed_again(tmp_path, monkeypatch):
     """A file written in the same clock tick as the snapshot could change unseen: never trust its stat."""
     src = make_tree(tmp_path / "src", {"fresh.txt": b"just written"})

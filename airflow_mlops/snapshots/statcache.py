@@ -17,6 +17,8 @@ from pathlib import Path
 
 #: Files whose mtime is this close to the scan start are not cached (coarse kernel clock ticks).
 RACY_WINDOW_NS = 50_000_000
+#: How long a process waits for others holding the cache's lock.
+_LOCK_TIMEOUT_S = 60
 
 
 @dataclass(frozen=True)
@@ -39,14 +41,29 @@ class StatCache:
         self.path = path
 
     def _connect(self) -> sqlite3.Connection:
+        """A connection to the cache, set up (WAL, table) by whichever process gets there first.
+
+        Switching to WAL takes an exclusive lock, and SQLite may refuse it at once ("database is
+        locked") rather than wait, while another process creates the file. WAL is a property of the
+        file, so it is set only when missing, and the set-up is retried until the other process is done.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=60)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(
-            "CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
-            " mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, digest TEXT NOT NULL)"
-        )
-        return connection
+        connection = sqlite3.connect(self.path, timeout=_LOCK_TIMEOUT_S)
+        deadline = time.monotonic() + _LOCK_TIMEOUT_S
+        while True:
+            try:
+                if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
+                    " mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, digest TEXT NOT NULL)"
+                )
+                return connection
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    connection.close()
+                    raise
+                time.sleep(0.02)
 
     def load_under(self, root: Path) -> dict[str, tuple[FileStat, str]]:
         """All entries for ``root`` itself or files below it, keyed by absolute path."""
