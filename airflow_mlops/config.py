@@ -24,9 +24,19 @@ def default_snapshot_store() -> str:
     return os.environ.get("AIRFLOW_MLOPS_STORE") or str(mlops_home() / "snapshots")
 
 
+def embedded_tracking_db() -> Path:
+    """The SQLite file of the MLflow store used when no ``mlflow`` connection is configured."""
+    return mlops_home() / "mlflow.db"
+
+
 def embedded_tracking_uri() -> str:
     """MLflow tracking store used when no ``mlflow`` connection is configured: SQLite under AIRFLOW_HOME."""
-    return f"sqlite:///{mlops_home() / 'mlflow.db'}"
+    return f"sqlite:///{embedded_tracking_db()}"
+
+
+def embedded_optuna_db() -> Path:
+    """The SQLite file of the Optuna storage used when no ``optuna`` connection is configured."""
+    return mlops_home() / "optuna.db"
 
 
 def embedded_artifact_root() -> str:

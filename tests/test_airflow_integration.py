@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import VENV_BIN
+from tests.conftest import REPO, VENV_BIN
 
-REPO = Path(__file__).resolve().parents[1]
 HEAVY_MODULES = ("mlflow", "pyspark", "sklearn", "optuna", "pandas")
 
 

@@ -14,10 +14,9 @@ from airflow_mlops.etl.spark import EtlError, EtlInput, code_identity, derive_sn
 from airflow_mlops.snapshots import SnapshotStore
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.tracking.data import load_table
-from tests.conftest import VENV_BIN
+from tests.conftest import REPO, VENV_BIN
 from tests.task_process import run_in_process
 
-REPO = Path(__file__).resolve().parents[1]
 TRANSFORM = "airflow_mlops.etl.fraud:customer_features"
 SPARK_SECRET = "s3cret-spark-s3a-key"
 

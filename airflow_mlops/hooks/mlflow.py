@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_mlops.config import embedded_artifact_root, embedded_tracking_uri, mlops_home
+from airflow_mlops.config import embedded_artifact_root
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -84,8 +84,9 @@ class MlflowHook(BaseHook):
 
         conn = self._connection()
         if conn is None:
-            mlops_home().mkdir(parents=True, exist_ok=True)
-            uri = embedded_tracking_uri()
+            from airflow_mlops.embedded import embedded_tracking_store
+
+            uri = embedded_tracking_store()
             return TrackingSettings(uri, uri, EMBEDDED_UI_URL, embedded_artifact_root())
         extra = conn.extra_dejson
         if extra.get("tracking_uri"):

@@ -7,7 +7,6 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
-from airflow_mlops.config import mlops_home
 from airflow_mlops.errors import MlopsError
 
 _DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
@@ -43,8 +42,9 @@ class OptunaStorageHook(BaseHook):
                 if self.optuna_conn_id != self.default_conn_name:
                     raise
         if conn is None:
-            mlops_home().mkdir(parents=True, exist_ok=True)
-            return make_url(f"sqlite:///{mlops_home() / 'optuna.db'}")
+            from airflow_mlops.embedded import embedded_optuna_storage
+
+            return make_url(embedded_optuna_storage())
         if conn.extra_dejson.get("url"):
             return make_url(conn.extra_dejson["url"])
         driver = _DRIVERS.get(conn.conn_type)

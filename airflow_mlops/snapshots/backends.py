@@ -44,7 +44,9 @@ class Backend(Protocol):
     def get_file(self, key: str, target: Path) -> None: ...
     def iter_chunks(self, key: str) -> Iterator[bytes]: ...
     def list_keys(self, prefix: str) -> Iterator[str]: ...
-    def is_empty(self) -> bool: ...
+    def is_empty(self) -> bool:
+        """Whether the location holds nothing but a store's own scratch space (not even a marker)."""
+
     def stat_cache_path(self) -> Path: ...
 
 
@@ -131,7 +133,9 @@ class LocalBackend:
                     yield key
 
     def is_empty(self) -> bool:
-        return not self.root.exists() or not any(self.root.iterdir())
+        # ``tmp/`` alone is what a process creating this store leaves while it writes the marker
+        # (or after being killed there): still a new store, not someone else's folder.
+        return not self.root.exists() or all(entry.name == "tmp" for entry in self.root.iterdir())
 
     def stat_cache_path(self) -> Path:
         return self.root / "cache" / "stat.sqlite"

@@ -1,0 +1,66 @@
+"""Task code of the scheduler tests' DAGs: per-run data, and training and tuning that stop where a
+test kills them (on the first try only, so the retry runs through)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+FAULT_MARKERS = "fault-markers"
+
+
+def write_classification_data(folder: str, seed_text: str, rows: int = 300) -> str:
+    """A small labelled table whose rows depend on ``seed_text`` (a logical date or a run id)."""
+    import pandas as pd
+    from sklearn.datasets import make_classification
+
+    seed = int(hashlib.sha256(seed_text.encode()).hexdigest()[:8], 16)
+    X, y = make_classification(n_samples=rows, n_features=5, n_informative=3, random_state=seed)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]).round(6).assign(label=y)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    frame.to_csv(Path(folder) / "rows.csv", index=False)
+    return folder
+
+
+def marker_path(home: Path, dag_id: str, run_id: str, task_id: str) -> Path:
+    return home / FAULT_MARKERS / f"{dag_id}.{run_id}.{task_id}.json"
+
+
+def _wait_to_be_killed_on_first_try(**info) -> None:
+    """On try 1: say where we are (pid and ``info``) in a marker file, then wait for the test's SIGKILL."""
+    from airflow.sdk import get_current_context
+
+    ti = get_current_context()["ti"]
+    if ti.try_number != 1:
+        return
+    marker = marker_path(Path(os.environ["AIRFLOW_HOME"]), ti.dag_id, ti.run_id, ti.task_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.with_suffix(".tmp").write_text(json.dumps({"pid": os.getpid(), **info}))
+    marker.with_suffix(".tmp").rename(marker)
+    time.sleep(600)
+    raise RuntimeError("the test was to kill this process")
+
+
+def train_killed_on_first_try(train_frame, hyperparams):
+    """A logistic regression, trained after the MLflow run started; try 1 is killed before it finishes."""
+    from sklearn.linear_model import LogisticRegression
+
+    _wait_to_be_killed_on_first_try(stage="training")
+    return LogisticRegression(max_iter=500).fit(train_frame.drop(columns=["label"]), train_frame["label"])
+
+
+def objective_killed_after_three_trials(trial, data):
+    """Tunes C of a logistic regression; try 1 is killed inside the fourth trial."""
+    from optuna.trial import TrialState
+    from sklearn.linear_model import LogisticRegression
+
+    complete = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(complete) >= 3:
+        _wait_to_be_killed_on_first_try(killed_trial=trial.number,
+                                        complete={t.number: t.value for t in complete})
+    c = trial.suggest_float("C", 1e-3, 1e2, log=True)
+    model = LogisticRegression(C=c, max_iter=500).fit(data.X_train, data.y_train)
+    return float(model.score(data.X_test, data.y_test))

@@ -1,0 +1,142 @@
+"""The operators under a real scheduler: parallel first use of the embedded stores, SIGKILLed training
+and tuning that retries pick up, and a backfill of several dates at once.
+
+One Airflow (api-server + scheduler + dag-processor, LocalExecutor, metadata DB on PostgreSQL) serves
+the whole module; DAGs come from ``tests/scheduler_dags``. Tests run in file order: the first one
+needs the embedded stores still absent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.airflow_cluster import AirflowCluster, airflow_cluster  # noqa: F401 - the fixture
+from tests.conftest import REPO
+from tests.scheduler_tasks import marker_path
+
+DAGS_FOLDER = REPO / "tests" / "scheduler_dags"
+pytestmark = [pytest.mark.scheduler, pytest.mark.postgres]
+
+
+@pytest.fixture(scope="module")
+def cluster(airflow_cluster: AirflowCluster) -> AirflowCluster:  # noqa: F811
+    airflow_cluster.wait_for_dags("first_use", "train_killed", "tune_killed", "backfilled")
+    return airflow_cluster
+
+
+def _mlflow_client(cluster: AirflowCluster):
+    import mlflow
+
+    return mlflow.MlflowClient(f"sqlite:///{cluster.home / 'airflow_mlops' / 'mlflow.db'}")
+
+
+def _top_level_runs(client, dag_id: str, run_id: str, task_id: str) -> list:
+    experiment = client.get_experiment_by_name(dag_id)
+    runs = client.search_runs([experiment.experiment_id], max_results=1000,
+                              filter_string=f"tags.`airflow.run_id` = '{run_id}' and tags.`airflow.task_id` = '{task_id}'")
+    return [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+
+
+def _kill_at_marker(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str, timeout: float = 300) -> dict:
+    """SIGKILL the task process once it reports (in its marker file) that it reached the fault point."""
+    marker = marker_path(cluster.home, dag_id, run_id, task_id)
+    deadline = time.monotonic() + timeout
+    while not marker.exists():
+        assert time.monotonic() < deadline, f"{task_id} never reached its fault point\n{cluster.failure_report(dag_id, run_id)}"
+        time.sleep(0.5)
+    info = json.loads(marker.read_text())
+    os.kill(info["pid"], signal.SIGKILL)
+    return info
+
+
+def test_parallel_tasks_on_fresh_embedded_stores_all_succeed_on_their_first_try(cluster):
+    home = cluster.home / "airflow_mlops"
+    assert not (home / "mlflow.db").exists() and not (home / "optuna.db").exists(), "stores must start fresh"
+
+    run_id = cluster.trigger("first_use", conf={"n_trials": 2}, logical_date="2026-02-01T00:00:00Z")
+    cluster.wait_for_runs("first_use", [run_id], timeout=600)
+
+    instances = {ti["task_id"]: ti for ti in cluster.task_instances("first_use", run_id)}
+    assert {task: ti["try_number"] for task, ti in instances.items()} == {
+        "generate": 1, "snapshot": 1, "train_a": 1, "train_b": 1, "tune_a": 1, "tune_b": 1}
+    parallel = [instances[t] for t in ("train_a", "train_b", "tune_a", "tune_b")]
+    assert max(ti["start_date"] for ti in parallel) < min(ti["end_date"] for ti in parallel), "they ran at once"
+
+    client = _mlflow_client(cluster)
+    for task_id in ("train_a", "train_b", "tune_a", "tune_b"):
+        (run,) = _top_level_runs(client, "first_use", run_id, task_id)
+        assert run.info.status == "FINISHED"
+    (study,) = _top_level_runs(client, "first_use", run_id, "tune_a")
+    assert study.data.params["n_trials"] == "2"  # the trigger's conf reached the task
+
+
+def test_training_killed_mid_run_is_retried_into_exactly_one_finished_run(cluster):
+    run_id = cluster.trigger("train_killed", logical_date="2026-02-02T00:00:00Z")
+    killed = _kill_at_marker(cluster, "train_killed", run_id, "train")
+    cluster.wait_for_runs("train_killed", [run_id])
+
+    (train,) = [ti for ti in cluster.task_instances("train_killed", run_id) if ti["task_id"] == "train"]
+    assert train["try_number"] == 2
+    first_attempt = cluster.task_log("train_killed", run_id, "train", 1)
+    assert "signal" in first_attempt and "-9" in first_attempt, first_attempt[-3000:]  # the SIGKILL happened
+    runs = _top_level_runs(_mlflow_client(cluster), "train_killed", run_id, "train")
+    by_try = {run.data.tags["airflow.try_number"]: run for run in runs}
+    assert sorted(by_try) == ["1", "2"]
+    assert by_try["1"].info.status == "FAILED" and "abandoned" in by_try["1"].data.tags["airflow_mlops.error"]
+    assert by_try["2"].info.status == "FINISHED"
+    assert killed["stage"] == "training"
+
+
+def test_study_killed_mid_way_keeps_its_trials_and_ends_with_n_trials_complete(cluster):
+    import optuna
+
+    run_id = cluster.trigger("tune_killed", logical_date="2026-02-03T00:00:00Z")
+    killed = _kill_at_marker(cluster, "tune_killed", run_id, "tune")
+    cluster.wait_for_runs("tune_killed", [run_id])
+
+    (tune,) = [ti for ti in cluster.task_instances("tune_killed", run_id) if ti["task_id"] == "tune"]
+    assert tune["try_number"] == 2
+    study = optuna.load_study(study_name=f"tune_killed.tune.{run_id}",
+                              storage=f"sqlite:///{cluster.home / 'airflow_mlops' / 'optuna.db'}")
+    states = [trial.state.name for trial in study.trials]
+    assert states.count("COMPLETE") == 6 and "RUNNING" not in states
+    before_kill = {int(number): value for number, value in killed["complete"].items()}
+    assert len(before_kill) == 3
+    assert {t.number: t.value for t in study.trials if t.number in before_kill} == before_kill  # kept, not re-run
+    assert study.trials[killed["killed_trial"]].state.name == "FAIL"  # the trial in flight at the kill
+
+    client = _mlflow_client(cluster)
+    (parent,) = _top_level_runs(client, "tune_killed", run_id, "tune")
+    assert parent.info.status == "FINISHED"
+    experiment = client.get_experiment_by_name("tune_killed")
+    every_run = client.search_runs([experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = '{run_id}'")
+    assert not [run.info.run_id for run in every_run if run.info.status == "RUNNING"]
+
+
+def test_backfill_of_three_dates_gives_three_snapshots_and_three_runs_of_those_dates(cluster):
+    from airflow_mlops.snapshots import SnapshotStore
+
+    backfill = cluster.backfill("backfilled", "2026-01-05T00:00:00Z", "2026-01-07T00:00:00Z", max_active_runs=3)
+    deadline = time.monotonic() + 60
+    while len(runs := [r for r in cluster.dag_runs("backfilled") if r["run_type"] == "backfill"]) < 3:
+        assert time.monotonic() < deadline, f"backfill {backfill['id']} made {len(runs)} runs"
+        time.sleep(1)
+    finished = cluster.wait_for_runs("backfilled", [run["dag_run_id"] for run in runs], timeout=600)
+    dates = sorted(run["logical_date"][:10] for run in finished)
+    assert dates == ["2026-01-05", "2026-01-06", "2026-01-07"]
+
+    store = SnapshotStore.open(str(cluster.home / "airflow_mlops" / "snapshots"))
+    snapshots = {r.airflow["logical_date"][:10]: r.snapshot_id for r in store.records() if r.airflow["dag_id"] == "backfilled"}
+    assert sorted(snapshots) == dates and len(set(snapshots.values())) == 3  # each date its own data version
+
+    client = _mlflow_client(cluster)
+    experiment = client.get_experiment_by_name("backfilled")
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    assert sorted(run.data.tags["airflow.logical_date"][:10] for run in runs) == dates
+    assert {run.data.tags["airflow.logical_date"][:10]: run.data.tags["airflow_mlops.snapshot_id"] for run in runs} == snapshots
