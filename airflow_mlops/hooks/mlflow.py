@@ -9,9 +9,9 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.config import embedded_artifact_root
+from airflow_mlops.hooks.base import optional_connection
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -68,21 +68,11 @@ class MlflowHook(BaseHook):
             },
         }
 
-    def _connection(self) -> Any | None:
-        if not self.mlflow_conn_id:
-            return None
-        try:
-            return self.get_connection(self.mlflow_conn_id)
-        except AirflowNotFoundException:
-            if self.mlflow_conn_id == self.default_conn_name:
-                return None
-            raise
-
     @cached_property
     def settings(self) -> TrackingSettings:
         from airflow_mlops.tracking.auth import authorization_header
 
-        conn = self._connection()
+        conn = optional_connection(self, self.mlflow_conn_id)
         if conn is None:
             from airflow_mlops.embedded import embedded_tracking_store
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.errors import MlopsError
+from airflow_mlops.hooks.base import optional_connection
 
 _DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
 
@@ -34,13 +34,7 @@ class OptunaStorageHook(BaseHook):
     def _url(self) -> Any:
         from sqlalchemy.engine import URL, make_url
 
-        conn = None
-        if self.optuna_conn_id:
-            try:
-                conn = self.get_connection(self.optuna_conn_id)
-            except AirflowNotFoundException:
-                if self.optuna_conn_id != self.default_conn_name:
-                    raise
+        conn = optional_connection(self, self.optuna_conn_id)
         if conn is None:
             from airflow_mlops.embedded import embedded_optuna_storage
 

@@ -9,9 +9,9 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_mlops.errors import MlopsError
+from airflow_mlops.hooks.base import optional_connection
 
 LOCAL_MASTER = "local[*]"
 
@@ -38,24 +38,11 @@ class SparkHook(BaseHook):
         self, spark_conn_id: str | None = default_conn_name, conf: dict[str, Any] | None = None, app_name: str = "airflow-mlops"
     ) -> None:
         super().__init__()
-        self.spark_conn_id = self._existing(spark_conn_id)
+        # None runs on local[*]; an unknown id other than the default fails here, where the
+        # provider's hook would silently fall back to yarn.
+        self.spark_conn_id = spark_conn_id if optional_connection(self, spark_conn_id) else None
         self.conf = {key: str(value) for key, value in (conf or {}).items()}
         self.app_name = app_name
-
-    def _existing(self, conn_id: str | None) -> str | None:
-        """The connection id to use: ``None`` (``local[*]``) when it is the default and not configured.
-
-        Any other unknown id fails here, where the provider's hook would silently fall back to yarn.
-        """
-        if not conn_id:
-            return None
-        try:
-            self.get_connection(conn_id)
-        except AirflowNotFoundException:
-            if conn_id == self.default_conn_name:
-                return None
-            raise
-        return conn_id
 
     def submit_hook(self, **submit_options: Any) -> Any:
         """The provider's ``SparkSubmitHook`` for this connection and conf (``local[*]`` without a connection).
