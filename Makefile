@@ -38,7 +38,7 @@ demo: $(INSTALLED)
 
 ## Run the test suite (services it needs: PostgreSQL on 127.0.0.1:5432; moto's S3 server is started by the tests).
 test: $(INSTALLED)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 bench: $(INSTALLED)
 	$(PY) benchmarks/snapshot_bench.py

@@ -8,6 +8,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from airflow_mlops.errors import MlopsError
+
+#: Default size budget of the snapshots restored under AIRFLOW_HOME for tasks to read.
+RESTORED_BUDGET_BYTES = 20 * 10**9
+
 
 def airflow_home() -> Path:
     """AIRFLOW_HOME as Airflow resolves it (the variable, else ``~/airflow``)."""
@@ -42,3 +47,17 @@ def embedded_optuna_db() -> Path:
 def embedded_artifact_root() -> str:
     """Where the embedded MLflow store keeps artifacts (one folder per experiment)."""
     return (mlops_home() / "mlartifacts").as_uri()
+
+
+def restored_budget_bytes() -> int:
+    """Size budget of the restored snapshots under AIRFLOW_HOME: ``$AIRFLOW_MLOPS_RESTORED_GB``, else 20 GB."""
+    value = os.environ.get("AIRFLOW_MLOPS_RESTORED_GB", "").strip()
+    if not value:
+        return RESTORED_BUDGET_BYTES
+    try:
+        gigabytes = float(value)
+    except ValueError:
+        gigabytes = -1.0
+    if not 0 <= gigabytes < float("inf"):
+        raise MlopsError(f"AIRFLOW_MLOPS_RESTORED_GB={value!r} is not a number of gigabytes")
+    return int(gigabytes * 10**9)

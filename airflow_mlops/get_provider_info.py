@@ -31,5 +31,9 @@ def get_provider_info() -> dict:
         "connection-types": [
             {"hook-class-name": "airflow_mlops.hooks.mlflow.MlflowHook", "connection-type": "mlflow"},
         ],
-        "extra-links": ["airflow_mlops.links.mlflow.MlflowRunLink", "airflow_mlops.links.spark.SparkUILink"],
+        "extra-links": [
+            "airflow_mlops.links.mlflow.MlflowRunLink",
+            "airflow_mlops.links.spark.SparkUILink",
+            "airflow_mlops.links.spark.SparkApplicationLink",
+        ],
     }

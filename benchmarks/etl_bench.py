@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import execute_as_task, timed
+from _common import run_task, timed
 
 RESULT = "etl_bench result: "  # the worker's answer, among whatever else Airflow and Spark print
 
@@ -73,11 +73,11 @@ def run_spark(raw_uri: str, store: str, driver_memory: str) -> dict:
     from airflow_mlops.operators import SparkETLOperator
     from airflow_mlops.snapshots import SnapshotStore
 
-    result = execute_as_task(
-        SparkETLOperator, "etl_bench", f"bench__{time.time_ns()}", task_id="customer_features",
+    result = run_task(
+        SparkETLOperator, dag_id="etl_bench", run_id=f"bench__{time.time_ns()}", task_id="customer_features",
         inputs={"transactions": raw_uri}, transform="airflow_mlops.etl.fraud:customer_features", store=store,
         spark_conn_id=None, conf=spark_conf(driver_memory),
-    )
+    )["result"]
     snapshot = SnapshotStore.open(store)
     folder = snapshot.materialize(result["snapshot_id"], Path(store).parent / "restored")
     features = pd.read_parquet(folder)

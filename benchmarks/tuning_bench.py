@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import execute_as_task, timed
+from _common import run_task, timed
 
 SPACE = {"C": {"type": "float", "low": 1e-3, "high": 100.0, "log": True}}
 ESTIMATOR = "sklearn.linear_model.LogisticRegression"
@@ -95,8 +95,8 @@ def _experiment(tracking_uri: str, name: str) -> str:
 def through_operator(snapshot_uri: str, trials: int) -> None:
     from airflow_mlops.operators import OptunaTuneOperator
 
-    execute_as_task(
-        OptunaTuneOperator, "tuning_bench", f"bench-{time.time_ns()}",
+    run_task(
+        OptunaTuneOperator, dag_id="tuning_bench", run_id=f"bench-{time.time_ns()}",
         task_id="tune", input_snapshot=snapshot_uri, target="label", estimator=ESTIMATOR,
         search_space=SPACE, n_trials=trials, experiment_name="bench-operator",
     )

@@ -18,7 +18,9 @@ from airflow_mlops.config import mlops_home
 from airflow_mlops.etl.fraud import FEATURE_COLUMNS, LABEL
 from airflow_mlops.operators import DataSnapshotOperator, MLflowTrainOperator, OptunaTuneOperator, SparkETLOperator
 
-RAW_DATA = str(mlops_home() / "data" / "raw" / "{{ ds }}")
+# The day's data: the run's logical date, or the day it ran for runs that have none (API or Asset triggers).
+DATA_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
+RAW_DATA = str(mlops_home() / "data" / "raw" / DATA_DATE)
 SEARCH_SPACE = {
     "n_estimators": {"type": "int", "low": 20, "high": 150},
     "max_depth": {"type": "int", "low": 3, "high": 12},
@@ -31,23 +33,27 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
+    # A retry fails the trials its killed attempt left RUNNING at once, whatever the delay.
     default_args={"retries": 2, "retry_delay": timedelta(seconds=30)},
     params={
         "rows": Param(20_000, type="integer", minimum=100, maximum=50_000_000, description="transactions to generate"),
-        "seed": Param(7, type="integer", minimum=0, description="generator seed"),
+        "seed": Param(7, type="integer", minimum=0, description="generator seed, mixed with the data date"),
         "n_trials": Param(8, type="integer", minimum=1, maximum=500, description="tuning trials"),
     },
     tags=["airflow-mlops", "example"],
 ) as dag:
 
     @task
-    def generate_transactions(target: str, params: dict | None = None) -> str:
-        """Stand-in for ingestion: today's PaySim-style transactions."""
+    def generate_transactions(target: str, data_date: str, params: dict | None = None) -> str:
+        """Stand-in for ingestion: the day's PaySim-style transactions (each date its own data)."""
+        from datetime import date
+
         from airflow_mlops.datasets.paysim import write_paysim_csv
 
-        return str(write_paysim_csv(target, rows=params["rows"], seed=params["seed"]))
+        seed = params["seed"] * 1_000_003 + date.fromisoformat(data_date).toordinal()
+        return str(write_paysim_csv(target, rows=params["rows"], seed=seed))
 
-    generated = generate_transactions(RAW_DATA)
+    generated = generate_transactions(RAW_DATA, DATA_DATE)
 
     snapshot_raw = DataSnapshotOperator(task_id="snapshot_raw", source=RAW_DATA)
 

@@ -183,6 +183,12 @@ class AirflowCluster:
         assert status == 200, f"backfill {dag_id}: HTTP {status} {body}"
         return body
 
+    def extra_links(self, dag_id: str, run_id: str, task_id: str) -> dict[str, str | None]:
+        """The task instance's extra links by name, as the UI reads them."""
+        status, body = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/links")
+        assert status == 200, body
+        return body["extra_links"]
+
     def dag_runs(self, dag_id: str) -> list[dict]:
         return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100")[1]["dag_runs"]
 
@@ -244,15 +250,19 @@ def _signal_group(pid: int, signum: int) -> None:
 
 @pytest.fixture(scope="module")
 def airflow_cluster(request, postgres_databases, tmp_path_factory):
-    """Airflow running for real on the test module's ``DAGS_FOLDER``; one per module (start-up is slow).
+    """Airflow running for real on the test module's ``DAG_FILES``; one per module (start-up is slow).
 
     A module setting ``CELERY_WORKERS = N`` gets the CeleryExecutor with N workers (Redis broker).
     """
-    dags_folder = Path(getattr(request.module, "DAGS_FOLDER", REPO / "tests" / "scheduler_dags"))
+    root = tmp_path_factory.mktemp("airflow_cluster")
+    dags_folder = root / "dags"  # the module's DAG_FILES, linked into one folder
+    dags_folder.mkdir()
+    for dag_file in request.module.DAG_FILES:
+        (dags_folder / Path(dag_file).name).symlink_to(dag_file)
     celery_workers = getattr(request.module, "CELERY_WORKERS", 0)
     if celery_workers:
         require_service(_redis_is_up(), "Redis on 127.0.0.1:6379 (the Celery broker) is not reachable")
-    cluster = AirflowCluster(tmp_path_factory.mktemp("airflow_cluster"), dags_folder, postgres_databases("airflow"),
+    cluster = AirflowCluster(root, dags_folder, postgres_databases("airflow"),
                              celery_workers=celery_workers)
     try:
         cluster.start()

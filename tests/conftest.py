@@ -242,16 +242,20 @@ def markers(tmp_path, monkeypatch) -> Path:
 
 
 @pytest.fixture
-def embedded_client(airflow_home):
-    """A client on the embedded store (the default with no connection); MLflow points there meanwhile."""
+def embedded_client(airflow_home, monkeypatch):
+    """A client on the embedded store (the default with no connection); MLflow points there meanwhile.
+
+    Sets MLflow's global rather than calling ``mlflow.set_tracking_uri``, which would also export
+    MLFLOW_TRACKING_URI and leave it pinned afterwards.
+    """
     import mlflow
+    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    from airflow_mlops.config import embedded_tracking_uri
+    from airflow_mlops.embedded import embedded_tracking_store
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(embedded_tracking_uri())
-    yield mlflow.MlflowClient(embedded_tracking_uri())
-    mlflow.set_tracking_uri(previous)
+    uri = embedded_tracking_store()
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", uri)
+    return mlflow.MlflowClient(uri)
 
 
 @pytest.fixture(scope="module")

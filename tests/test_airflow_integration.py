@@ -107,9 +107,9 @@ def test_flagship_dag_snapshots_aggregates_tunes_and_trains_on_the_days_data(mig
     assert run.data.tags["airflow.run_id"] == record["airflow"]["run_id"]
     assert run.data.tags["mlflow.source.git.commit"]
     with sqlite3.connect(migrated_home / "airflow.db") as db:
-        links = dict(db.execute("SELECT task_id, value FROM xcom WHERE key = 'mlflow_run_url'").fetchall())
+        links = dict(db.execute("SELECT task_id, value FROM xcom WHERE key = '_link_MlflowRunLink'").fetchall())
     assert json.loads(links["train_fraud_model"]).endswith(f"/runs/{run.info.run_id}")
     assert json.loads(links["tune_fraud_model"]).endswith(f"/runs/{study.info.run_id}")
     with sqlite3.connect(migrated_home / "airflow.db") as db:
-        (spark_ui,) = db.execute("SELECT value FROM xcom WHERE key = 'spark_ui_url'").fetchone()
+        (spark_ui,) = db.execute("SELECT value FROM xcom WHERE key = '_link_SparkUILink'").fetchone()
     assert json.loads(spark_ui).startswith("http://")

@@ -9,11 +9,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
 from airflow_mlops.snapshots import SnapshotStore
 from tests.conftest import VENV_BIN, run_cli
-from tests.test_snapshot_store import TREE, make_tree
+from tests.test_snapshot_store import TREE, make_tree, read_tree, without_mode_override
 
 
 def listing(root: Path) -> list[str]:
@@ -58,15 +56,9 @@ def test_verify_exits_non_zero_naming_the_damaged_object_and_its_snapshots(tmp_p
 
 
 def unreadable_for_cli(path: Path) -> list[str]:
-    """Make ``path`` unreadable and return a command prefix under which that holds, even for root.
-
-    Root ignores file modes through CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH; setpriv drops them.
-    """
+    """Make ``path`` unreadable and return a command prefix under which that holds, even for root."""
     os.chmod(path, 0)
-    if os.geteuid() != 0:
-        return []
-    drop = "-dac_override,-dac_read_search"
-    return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
+    return without_mode_override()
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path):
@@ -144,6 +136,21 @@ def test_two_processes_snapshotting_into_one_store_both_succeed(tmp_path):
     assert len(store.records()) == 3 and store.verify() == []
 
 
-@pytest.mark.parametrize("verb", ["snapshot", "restore", "verify", "log"])
-def test_every_verb_documents_its_store_option(verb):
-    assert "--store" in run_cli(verb, "--help", check=True).stdout
+def test_without_store_every_verb_uses_the_default_its_help_names(tmp_path, airflow_home):
+    """``$AIRFLOW_MLOPS_STORE`` is the store each verb documents as its default, and the one it uses."""
+    store_dir = tmp_path / "team-store"
+    env = {**os.environ, "AIRFLOW_MLOPS_STORE": str(store_dir), "COLUMNS": "1000"}  # COLUMNS: help on one line
+    for verb in ("snapshot", "restore", "verify", "log"):
+        assert f"(default: {store_dir})" in run_cli(verb, "--help", env=env, check=True).stdout, verb
+
+    src = make_tree(tmp_path / "src", TREE)
+    snapshot_id = run_cli("snapshot", str(src), env=env, check=True).stdout.split()[-1]
+    (record,) = SnapshotStore.open(str(store_dir)).records()  # read back from that location
+    assert (record.snapshot_id, record.source, record.store) == (snapshot_id, str(src), str(store_dir))
+    assert not (airflow_home / "airflow_mlops" / "snapshots").exists()  # not the AIRFLOW_HOME default
+
+    rows = json.loads(run_cli("log", "--format", "json", env=env, check=True).stdout)
+    assert [row["uri"] for row in rows] == [f"{store_dir}#{snapshot_id}"]
+    assert "verify: all objects intact" in run_cli("verify", snapshot_id[:8], env=env, check=True).stdout
+    run_cli("restore", snapshot_id[:8], str(tmp_path / "out"), env=env, check=True)
+    assert read_tree(tmp_path / "out") == TREE

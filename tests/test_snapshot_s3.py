@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+from pathlib import Path
 
+import pytest
+
+from airflow_mlops.errors import SnapshotError
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
 from tests.conftest import run_cli
 from tests.test_snapshot_store import TREE, make_tree
@@ -47,6 +53,69 @@ def test_s3_store_dedups_and_verify_finds_damage(tmp_path, s3_store):
     problems = store.verify()
     assert [(p.kind, p.snapshots) for p in problems] == [("damaged", sorted([first.snapshot_id, second.snapshot_id]))]
     assert problems[0].digest == b_csv.split("/", 3)[3].replace("/", "")
+
+
+def rewrite_tail_while_read(
+    path: Path, upload_started: threading.Event, stop: threading.Event, positions: list[int]
+) -> None:
+    """Once the upload has started, rewrite ``path``'s last MiB as soon as this process is reading it.
+
+    The read position of every descriptor this process has open on ``path`` is in /proc/self/fdinfo;
+    the rewrite happens while one is strictly inside the file, that is, mid-read.
+    """
+    size = path.stat().st_size
+    upload_started.wait()
+    while not stop.is_set():
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{fd}") != str(path):
+                    continue
+                with open(f"/proc/self/fdinfo/{fd}") as info:
+                    position = int(info.readline().split()[1])  # "pos:\t<bytes>"
+            except (OSError, ValueError, IndexError):
+                continue  # closed meanwhile
+            if 0 < position < size:
+                with open(path, "r+b") as handle:
+                    handle.seek(-(1 << 20), os.SEEK_END)
+                    handle.write(b"\xff" * (1 << 20))
+                positions.append(position)
+                return
+
+
+def test_a_large_file_rewritten_while_it_is_uploaded_stores_nothing(tmp_path, s3_store, monkeypatch):
+    """A real race on S3: another thread rewrites the file while the store reads it for the upload.
+
+    The backend's ``put_file`` is wrapped only to say when the upload begins (hashing, before it,
+    reads the file too); the copy, its re-hash and the S3 client run unchanged.
+    """
+    big = tmp_path / "src" / "big.bin"
+    big.parent.mkdir()
+    big.write_bytes(bytes(range(256)) * (96 << 12))  # 96 MiB: six of the copy's reads
+    store = SnapshotStoreHook(s3_store["uri"], s3_store["conn_id"]).get_conn()
+    upload_started, stop, positions = threading.Event(), threading.Event(), []
+    put_file = store.backend.put_file
+
+    def announcing_put_file(key, source, digest):
+        upload_started.set()
+        put_file(key, source, digest)
+
+    monkeypatch.setattr(store.backend, "put_file", announcing_put_file)
+    writer = threading.Thread(target=rewrite_tail_while_read, args=(big, upload_started, stop, positions))
+    writer.start()
+    try:
+        with pytest.raises(SnapshotError, match="big.bin changed while it was being snapshotted"):
+            store.snapshot(big.parent)
+    finally:
+        upload_started.set()
+        stop.set()
+        writer.join()
+
+    assert positions, "the file was not rewritten while the upload read it"
+    assert big.read_bytes()[-1:] == b"\xff"
+    listing = s3_store["client"].list_objects_v2(Bucket=s3_store["bucket"], Prefix="team/store/")
+    keys = [item["Key"] for item in listing["Contents"]]
+    assert keys == ["team/store/airflow-mlops-store.json"]  # no object (the copy failed its digest), no record
+    assert store.records() == [] and store.verify() == []
 
 
 def test_missing_bucket_is_a_one_line_error(s3_store):

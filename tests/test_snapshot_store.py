@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots import SnapshotStore, parse_snapshot_ref
+from airflow_mlops.snapshots import restored as restored_module
 from airflow_mlops.snapshots import store as store_module
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.snapshots.store import ManifestEntry, encode_manifest
@@ -22,6 +27,21 @@ def make_tree(root: Path, files: dict[str, bytes]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
     return root
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def without_mode_override() -> list[str]:
+    """A command prefix under which file modes bind, even for root.
+
+    Root ignores file modes through CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH; setpriv drops them.
+    """
+    if os.geteuid() != 0:
+        return []
+    drop = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={drop}", f"--bounding-set={drop}"]
 
 
 def store_bytes(store_dir: Path) -> int:
@@ -205,8 +225,7 @@ def test_restore_writes_the_exact_tree_and_checks_each_file(tmp_path):
     record = store.snapshot(make_tree(tmp_path / "src", TREE))
     dest = tmp_path / "restored"
     store.restore(record.snapshot_id[:10], dest)
-    restored = {p.relative_to(dest).as_posix(): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
-    assert restored == TREE
+    assert read_tree(dest) == TREE
     assert store.snapshot(dest).snapshot_id == record.snapshot_id
 
 
@@ -239,15 +258,16 @@ def forge_snapshot(store_dir: Path, paths: list[str]) -> str:
     return snapshot_id
 
 
-@pytest.mark.parametrize("hostile", ["../outside.txt", "/tmp/absolute.txt", "ok/../../outside.txt", "a/./b"])
+@pytest.mark.parametrize("hostile", ["../outside.txt", "{tmp}/absolute.txt", "ok/../../outside.txt", "a/./b"])
 def test_restore_refuses_entries_escaping_the_destination(tmp_path, hostile):
+    hostile = hostile.format(tmp=tmp_path)  # an absolute path in a directory that exists and is writable
     store_dir = tmp_path / "store"
     snapshot_id = forge_snapshot(store_dir, ["fine.txt", hostile])
     dest = tmp_path / "dest"
     with pytest.raises(SnapshotError, match="escape"):
         SnapshotStore.open(str(store_dir)).restore(snapshot_id, dest)
-    assert not (tmp_path / "outside.txt").exists()
-    assert not (dest / "fine.txt").exists()  # all entries are checked before any is written
+    assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "absolute.txt").exists()
+    assert not dest.exists()  # all entries are checked before anything is written, the target included
 
 
 def test_restore_refuses_to_write_through_a_symlink_pointing_out(tmp_path):
@@ -261,6 +281,191 @@ def test_restore_refuses_to_write_through_a_symlink_pointing_out(tmp_path):
     with pytest.raises(SnapshotError, match="symlink"):
         SnapshotStore.open(str(store_dir)).restore(snapshot_id, dest, force=True)
     assert list(outside.iterdir()) == []
+
+
+def count_hashing(monkeypatch) -> list[str]:
+    """Names of the files the store hashes whole: restored files it checks, objects it fetched."""
+    hashed: list[str] = []
+    real = store_module.digest_file
+
+    def recording(path, size):
+        hashed.append(Path(path).name)
+        return real(path, size)
+
+    for module in (store_module, restored_module):  # fetched objects, and restored files checked before reuse
+        monkeypatch.setattr(module, "digest_file", recording)
+    return hashed
+
+
+MATERIALIZE = (
+    "import sys\n"
+    "from airflow_mlops.snapshots import SnapshotStore\n"
+    "budget = {'budget_bytes': int(sys.argv[4])} if len(sys.argv) > 4 else {}\n"
+    "print(SnapshotStore.open(sys.argv[1]).materialize(sys.argv[2], sys.argv[3], **budget))"
+)
+
+
+def materialize_command(store_dir: Path, snapshot_id: str, cache: Path, *budget_bytes: int) -> list[str]:
+    """``materialize`` in a child process for which file modes bind, as they do for a task's user."""
+    args = [str(store_dir), snapshot_id, str(cache), *map(str, budget_bytes)]
+    return [*without_mode_override(), sys.executable, "-c", MATERIALIZE, *args]
+
+
+def materialize_unprivileged(store_dir: Path, snapshot_id: str, cache: Path, *budget_bytes: int) -> Path:
+    command = materialize_command(store_dir, snapshot_id, cache, *budget_bytes)
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return Path(result.stdout.strip())
+
+
+def make_writable(root: Path) -> None:
+    """What a user does before editing a read-only restored folder."""
+    for path in [root, *root.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+EDITED_B = b"x,y\n3,5\n" + TREE["nested/b.csv"][8:]  # one byte differs, same size
+
+
+def replace_keeping_size_and_mtime(folder: Path) -> None:
+    """An edit only the inode gives away: a new file, same size and mtime, renamed over the old one."""
+    victim = folder / "nested/b.csv"
+    forged = folder / "forged.part"
+    forged.write_bytes(EDITED_B)
+    os.utime(forged, ns=(victim.stat().st_atime_ns, victim.stat().st_mtime_ns))
+    os.replace(forged, victim)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda folder: (folder / "nested/b.csv").write_bytes(EDITED_B), id="edited-same-size"),
+        pytest.param(replace_keeping_size_and_mtime, id="replaced-same-size-and-mtime"),
+        pytest.param(lambda folder: (folder / "nested/extra.csv").write_bytes(b"1"), id="extra-file"),
+        pytest.param(lambda folder: (folder / "a.csv").unlink(), id="missing-file"),
+    ],
+)
+def test_a_damaged_restored_folder_is_restored_again_before_reuse(tmp_path, damage):
+    store_dir, cache = tmp_path / "store", tmp_path / "restored"
+    store = SnapshotStore.open(str(store_dir))
+    record = store.snapshot(make_tree(tmp_path / "src", TREE))
+    folder = store.materialize(record.snapshot_id, cache)
+    assert folder == cache / record.snapshot_id and read_tree(folder) == TREE
+    make_writable(folder)
+    damage(folder)
+
+    # Unprivileged, as a task runs: the damaged folder, read-only parts and all, is replaced.
+    assert materialize_unprivileged(store_dir, record.snapshot_id, cache) == folder
+    assert read_tree(folder) == TREE
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == [record.snapshot_id]  # nothing left aside
+
+
+def test_tasks_meeting_a_damaged_restored_folder_at_once_all_get_it_intact(tmp_path):
+    files = {**TREE, **{f"parts/{i:03d}.bin": os.urandom(100_000) for i in range(100)}}
+    store_dir, cache = tmp_path / "store", tmp_path / "restored"
+    store = SnapshotStore.open(str(store_dir))
+    record = store.snapshot(make_tree(tmp_path / "src", files))
+    folder = store.materialize(record.snapshot_id, cache)
+    make_writable(folder)
+    (folder / "nested/b.csv").write_bytes(EDITED_B)
+
+    command = materialize_command(store_dir, record.snapshot_id, cache)
+    tasks = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outputs = [task.communicate(timeout=120) for task in tasks]
+    assert [task.returncode for task in tasks] == [0] * 4, [err for _out, err in outputs]
+    assert {out.strip() for out, _err in outputs} == {str(folder)}
+    assert read_tree(folder) == files
+    assert [p.name for p in cache.iterdir() if p.is_dir()] == [record.snapshot_id]  # no staging or damaged copy left
+
+
+def test_restored_files_are_read_only(tmp_path):
+    store = SnapshotStore.open(str(tmp_path / "store"))
+    record = store.snapshot(make_tree(tmp_path / "src", TREE))
+    folder = store.materialize(record.snapshot_id, tmp_path / "restored")
+    modes = {p.relative_to(folder).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in [folder, *folder.rglob("*")]}
+    assert modes == {".": 0o555, "a.csv": 0o444, "nested": 0o555, "nested/b.csv": 0o444,
+                     "nested/deeper": 0o555, "nested/deeper/c.bin": 0o444}
+    for code in ("open(sys.argv[1] + '/a.csv', 'ab')", "open(sys.argv[1] + '/new.csv', 'wb')"):
+        result = subprocess.run([*without_mode_override(), sys.executable, "-c", f"import sys; {code}", str(folder)],
+                                capture_output=True, text=True)
+        assert result.returncode != 0 and "PermissionError" in result.stderr, code
+    assert read_tree(folder) == TREE
+
+
+def test_an_unchanged_restored_folder_is_reused_without_rehashing(tmp_path, monkeypatch):
+    store_dir, cache = tmp_path / "store", tmp_path / "restored"
+    record = SnapshotStore.open(str(store_dir)).snapshot(make_tree(tmp_path / "src", TREE))
+    hashed = count_hashing(monkeypatch)
+    folder = SnapshotStore.open(str(store_dir)).materialize(record.snapshot_id, cache)
+    assert len(hashed) == 3  # each fetched object, checked once
+
+    hashed.clear()
+    assert SnapshotStore.open(str(store_dir)).materialize(record.snapshot_id, cache) == folder  # as a new process would
+    assert hashed == []
+
+    # A stat that changed with the bytes intact: that file alone is re-hashed, the folder kept.
+    an_hour_ago = time.time_ns() - 3600 * 10**9
+    inode = (folder / "nested/b.csv").stat().st_ino
+    os.utime(folder / "a.csv", ns=(an_hour_ago, an_hour_ago))
+    assert SnapshotStore.open(str(store_dir)).materialize(record.snapshot_id, cache) == folder
+    assert hashed == ["a.csv"] and (folder / "nested/b.csv").stat().st_ino == inode
+    hashed.clear()
+    SnapshotStore.open(str(store_dir)).materialize(record.snapshot_id, cache)
+    assert hashed == []  # its new stat was remembered
+
+
+def restored_ids(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def snapshots_of_100_kb(store: SnapshotStore, tmp_path: Path, count: int) -> list[str]:
+    trees = (make_tree(tmp_path / f"v{i}", {"part.bin": os.urandom(100_000)}) for i in range(count))
+    return [store.snapshot(tree).snapshot_id for tree in trees]
+
+
+def test_least_recently_used_restored_folders_beyond_the_budget_are_evicted(tmp_path):
+    """A folder's mtime is its last use; folders used within the idle time are kept even over budget."""
+    store_dir, cache = tmp_path / "store", tmp_path / "restored"
+    store = SnapshotStore.open(str(store_dir))
+    ids = snapshots_of_100_kb(store, tmp_path, 4)
+    budget = 250_000  # two folders and a half
+    now = time.time()
+    for snapshot_id, hours_ago in ((ids[0], 3), (ids[1], 2)):
+        folder = store.materialize(snapshot_id, cache, budget_bytes=budget)
+        os.utime(folder, (now - hours_ago * 3600,) * 2)
+    store.materialize(ids[0], cache, budget_bytes=budget)  # used again: now the most recent
+    leftover = make_tree(cache / f".{ids[3][:12]}.killed", {"half.bin": b"x"})  # a restore killed two days ago
+    os.chmod(leftover / "half.bin", 0o444)
+    os.chmod(leftover, 0o555)
+    os.utime(leftover, (now - 48 * 3600,) * 2)
+
+    # A third folder takes the cache over budget: the least recently used one goes, read-only as it is.
+    materialize_unprivileged(store_dir, ids[2], cache, budget)
+    assert restored_ids(cache) == sorted([ids[0], ids[2]])
+    assert not [p for p in cache.iterdir() if p.is_dir() and p.name.startswith(".")]  # leftover and evicted, gone
+    assert restored_module.StatCache(cache / restored_module.RESTORED_STAT_CACHE).load_under(cache / ids[1]) == {}
+
+    # Over budget again, but every folder was used within the idle time: none is evicted.
+    store.materialize(ids[3], cache, budget_bytes=budget)
+    assert restored_ids(cache) == sorted([ids[0], ids[2], ids[3]])
+
+
+def test_restored_task_inputs_take_their_budget_from_the_environment(tmp_path, airflow_home, monkeypatch):
+    from airflow_mlops.errors import MlopsError
+    from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
+
+    store = SnapshotStore.open(str(tmp_path / "store"))
+    first, second = snapshots_of_100_kb(store, tmp_path, 2)
+    monkeypatch.setenv("AIRFLOW_MLOPS_RESTORED_GB", "0.00015")  # 150 kB: one folder
+    _uri, _id, folder = restore_snapshot_ref(f"{store.uri}#{first}", None, None)
+    assert folder == airflow_home / "airflow_mlops" / "restored" / first
+    os.utime(folder, (time.time() - 2 * 3600,) * 2)
+    restore_snapshot_ref(f"{store.uri}#{second}", None, None)
+    assert restored_ids(folder.parent) == [second]
+
+    monkeypatch.setenv("AIRFLOW_MLOPS_RESTORED_GB", "lots")
+    with pytest.raises(MlopsError, match="AIRFLOW_MLOPS_RESTORED_GB='lots' is not a number of gigabytes"):
+        restore_snapshot_ref(f"{store.uri}#{second}", None, None)
 
 
 def test_verify_names_damaged_and_missing_objects_and_their_snapshots(tmp_path):

@@ -89,7 +89,7 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tmp_path, snapsho
                          search_space=json.dumps(SPACE), n_trials=6, seed=3)
     outcome = run_attempt(config)
     result = outcome["result"]
-    assert result["n_complete"] == 6 and result["study_name"] == "retrain.tune.scheduled__2026-01-01"
+    assert result["n_complete"] == 6 and result["study_name"].startswith("retrain.tune.scheduled__2026-01-01T00:00:00+00:00.")
     assert set(result["best_params"]) == set(SPACE)
 
     runs = runs_of(embedded_client, tmp_path.name)
@@ -102,6 +102,7 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tmp_path, snapsho
     assert parent.data.tags["optuna.study_name"] == result["study_name"]
     assert parent.data.tags["optuna.storage"].startswith("sqlite:///")
     assert parent.data.tags["airflow_mlops.snapshot_id"] == record.snapshot_id
+    assert parent.data.params["validation"] == "5-fold stratified cross-validation on the training part"
     plots = {a.path for a in embedded_client.list_artifacts(parent.info.run_id, "plots")}
     assert plots == {"plots/optimization_history.png", "plots/param_importances.png"}
     for child in children:
@@ -109,15 +110,38 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tmp_path, snapsho
         assert set(child.data.params) == set(SPACE)
         assert {"roc_auc", "trial_duration_s"} <= set(child.data.metrics)
     assert max(c.data.metrics["roc_auc"] for c in children) == result["best_value"]
-    assert outcome["xcom"]["mlflow_run_url"].endswith(f"/runs/{parent.info.run_id}")
+    assert outcome["xcom"]["_link_MlflowRunLink"].endswith(f"/runs/{parent.info.run_id}")
 
-    # best_params go straight into the training operator, and give the same metric: one code path.
+    # best_params go straight into the training operator, which alone scores the held-out test split.
     trained = run_attempt(attempt_config(tmp_path, record.uri, 1, estimator="sklearn.ensemble.RandomForestClassifier",
                                          hyperparams=result["best_params"], seed=3))["result"]
-    assert trained["metrics"]["roc_auc"] == pytest.approx(result["best_value"], abs=1e-12)
+    assert 0.5 < trained["metrics"]["roc_auc"] <= 1.0
 
 
-def test_failing_trials_are_recorded_and_replaced_until_every_trial_fails(tmp_path, snapshot, embedded_client, markers):
+def test_no_trial_ever_sees_the_rows_the_final_training_run_is_scored_on(tmp_path, snapshot, embedded_client, markers):
+    """Hyperparameters are chosen on validation folds of the training part, never on the test split."""
+    from airflow_mlops.tracking.data import load_table, prepare
+    from airflow_mlops.tracking.training import TrainingRequest
+
+    store, record = snapshot
+    estimator = "tests.train_functions.RecordingLogisticRegression"
+    result = run_attempt(tune_config(tmp_path, record.uri, 1, estimator=estimator, n_trials=3,
+                                     search_space={"C": {"type": "float", "low": 0.01, "high": 10, "log": True}}))["result"]
+    seen = {int(i) for line in (markers / "rows").read_text().splitlines() for i in line.split()}
+    folder = store.materialize(record.snapshot_id, tmp_path / "restored")
+    split = prepare(TrainingRequest(data_path=folder, snapshot_id=record.snapshot_id, snapshot_uri=record.uri,
+                                    target="label", estimator=estimator))  # the split training uses (same seed)
+    assert seen == set(split.X_train.index)  # the trials used the training part, all of it, and nothing else
+    assert not seen & set(split.X_test.index) and len(load_table(folder)) == len(split.X_train) + len(split.X_test)
+
+    (markers / "rows").unlink()
+    run_attempt(attempt_config(tmp_path, record.uri, 1, estimator=estimator, hyperparams=result["best_params"]))
+    scored = {int(i) for line in (markers / "rows").read_text().splitlines()[1:] for i in line.split()}
+    assert set(split.X_test.index) <= scored  # the training run evaluates on the test split
+
+
+def test_failing_trials_are_recorded_and_replaced_until_every_trial_fails(tmp_path, snapshot, embedded_client, markers,
+                                                                         monkeypatch):
     _, record = snapshot
     result = run_attempt(tune_config(tmp_path, record.uri, 1, objective="tests.train_functions:negative_x_fails",
                                      metric="x", direction="minimize", n_trials=5, sampler="random"))["result"]
@@ -130,18 +154,19 @@ def test_failing_trials_are_recorded_and_replaced_until_every_trial_fails(tmp_pa
 
     other = tmp_path / "all-fail"
     other.mkdir()
-    config = tune_config(other, record.uri, 1, objective="tests.train_functions:always_fails", metric="loss",
+    config = tune_config(other, record.uri, 1, objective="tests.train_functions:fails_while_broken", metric="loss",
                          direction="minimize", n_trials=3)
     config["run_id"] = "scheduled__2026-01-02"  # another task instance, so another study
+    monkeypatch.setenv("OBJECTIVE_BROKEN", "1")
     with pytest.raises(MlopsError, match="every trial of study .* failed; last error: RuntimeError: CUDA out of memory"):
         run_attempt(config)
     (parent,) = [r for r in runs_of(embedded_client, other.name) if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FAILED" and "every trial" in parent.data.tags["airflow_mlops.error"]
 
-    # The objective is fixed and the task cleared: try 2 resumes the study and its parent run, which
+    # What broke it is mended and the task retried: try 2 resumes the study and its parent run, which
     # ends FINISHED without the first attempt's error.
-    retry = {**config, "try_number": 2, "output": str(other / "attempt-2.json"),
-             "operator": {**config["operator"], "objective": "tests.train_functions:quadratic_objective"}}
+    monkeypatch.delenv("OBJECTIVE_BROKEN")
+    retry = {**config, "try_number": 2, "output": str(other / "attempt-2.json")}
     assert run_attempt(retry)["result"]["parent_run_id"] == parent.info.run_id
     resumed = embedded_client.get_run(parent.info.run_id)
     assert resumed.info.status == "FINISHED" and "airflow_mlops.error" not in resumed.data.tags
@@ -153,23 +178,34 @@ def test_a_study_killed_midway_resumes_on_retry_keeping_earlier_trials(
 ):
     from airflow_mlops.hooks.mlflow import MlflowHook
 
+    import optuna
+
+    from airflow_mlops.hooks.optuna import OptunaStorageHook
+
     _, record = snapshot
-    monkeypatch.setenv("TRIAL_SLEEP", "0.4")
+    monkeypatch.setenv("TRIAL_SLEEP", "2")  # each trial stays RUNNING that long before it writes its marker line
     options = dict(objective="tests.train_functions:quadratic_objective", metric="loss", direction="minimize", n_trials=10,
-                   optuna_conn_id=optuna_postgres, mlflow_conn_id=mlflow_conn, heartbeat_interval=1, grace_period=2)
+                   optuna_conn_id=optuna_postgres, mlflow_conn_id=mlflow_conn, heartbeat_interval=5, grace_period=60)
+    storage = OptunaStorageHook(optuna_postgres).get_storage()  # ready before the race below
     first = run_in_process(tune_config(tmp_path, record.uri, 1, **options))
     deadline = time.monotonic() + 120
     while first.poll() is None and time.monotonic() < deadline:
         if (markers / "trials").exists() and len((markers / "trials").read_text().split()) >= 4:
             break
         time.sleep(0.05)
+    assert first.poll() is None, (tmp_path / "attempt-1.log").read_text()[-3000:]
+    (study_name,) = optuna.get_all_study_names(storage)
+    running: list[int] = []
+    while not running and first.poll() is None and time.monotonic() < deadline:  # the next trial has started
+        running = [t.number for t in optuna.load_study(study_name=study_name, storage=storage).trials
+                   if t.state.name == "RUNNING"]
     first.send_signal(signal.SIGKILL)
     assert first.wait() == -signal.SIGKILL, "the study finished before it could be killed"
+    assert running, "no trial was running at the kill"
 
-    study_name = "retrain.tune.scheduled__2026-01-01"
     before = {t.number: (t.params, t.value) for t in trials_of(study_name, optuna_postgres) if t.state.name == "COMPLETE"}
     assert 3 <= len(before) < 10
-    time.sleep(3)  # longer than the grace period, as a task's retry_delay would be
+    # The retry comes at once, well within the grace period: the killed trial is failed all the same.
     monkeypatch.setenv("TRIAL_SLEEP", "0")
     result = run_attempt(tune_config(tmp_path, record.uri, 2, **options))["result"]
 
@@ -217,60 +253,123 @@ def test_parallel_trials_on_postgres(tmp_path, snapshot, optuna_postgres, embedd
     assert STUDY_DB_PASSWORD not in recorded
 
 
-def test_a_trial_killed_before_its_first_heartbeat_is_failed_and_requeued(airflow_home):
-    """Optuna's stale check skips trials with no heartbeat at all; a retry must not leave them RUNNING."""
+def test_an_attempt_fails_the_trials_its_dead_attempts_left_running_at_once_and_no_others(airflow_home):
+    """A retry sooner than the grace period must not leave its own dead trials RUNNING (Optuna's
+    stale check waits for the grace period, and skips trials with no heartbeat at all), but must not
+    touch a trial another worker is running in a shared study."""
     import optuna
 
     from airflow_mlops.hooks.optuna import OptunaStorageHook
-    from airflow_mlops.tuning.study import _fail_trials_of_dead_attempts
+    from airflow_mlops.tuning.objective import OWNER_ATTR
+    from airflow_mlops.tuning.study import fail_trials_of_dead_attempts
 
-    storage = OptunaStorageHook().get_storage(heartbeat_interval=1, grace_period=1)
+    storage = OptunaStorageHook().get_storage(heartbeat_interval=30, grace_period=90)
     study = optuna.create_study(study_name="dead-attempt", storage=storage)
-    orphan = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})  # RUNNING, no heartbeat ever
-    young = study.ask()
-    time.sleep(1.5)
-    young_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("dead-attempt"), young.number)
-    storage.set_trial_state_values(young_id, state=optuna.trial.TrialState.COMPLETE, values=[0.5])
+    study_id = storage.get_study_id_from_name("dead-attempt")
+    x = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    orphan = study.ask(x)  # killed before it was even marked: no owner, no heartbeat
+    mine = study.ask(x)  # killed a second ago: its heartbeat is fresh
+    mine.set_user_attr(OWNER_ATTR, "retrain.run-1.tune.-1")
+    theirs = study.ask(x)  # another task instance's worker, alive
+    theirs.set_user_attr(OWNER_ATTR, "retrain.run-1.tune.3")
+    for trial in (mine, theirs):
+        storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(study_id, trial.number))
 
-    _fail_trials_of_dead_attempts(study, storage)
+    fail_trials_of_dead_attempts(study, storage, "retrain.run-1.tune.-1")
 
     states = {t.number: t.state.name for t in study.get_trials()}
-    assert states[orphan.number] == "FAIL" and states[young.number] == "COMPLETE"
-    (requeued,) = [t for t in study.get_trials() if t.system_attrs.get("failed_trial") == orphan.number]
-    assert requeued.state.name == "WAITING" and requeued.params == orphan.params
+    assert states[orphan.number] == "FAIL" and states[mine.number] == "FAIL" and states[theirs.number] == "RUNNING"
+    requeued = {t.system_attrs["failed_trial"]: t for t in study.get_trials() if "failed_trial" in t.system_attrs}
+    assert sorted(requeued) == [orphan.number, mine.number]
+    assert all(t.state.name == "WAITING" and t.params == study.trials[n].params for n, t in requeued.items())
 
 
-def test_a_pruner_stops_poor_trials_and_pruned_trials_count_toward_n_trials(tmp_path, snapshot, embedded_client):
+def test_a_pruner_stops_poor_trials_which_do_not_count_toward_n_trials(tmp_path, snapshot, embedded_client):
     _, record = snapshot
     result = run_attempt(tune_config(tmp_path, record.uri, 1, objective="tests.train_functions:reporting_objective",
                                      metric="loss", direction="minimize", n_trials=12, sampler="random", pruner="median"))["result"]
     states = [t.state.name for t in trials_of(result["study_name"])]
-    assert len(states) == 12 and "PRUNED" in states and result["n_complete"] == states.count("COMPLETE")
+    assert "PRUNED" in states and states.count("COMPLETE") == 12 == result["n_complete"]
     children = [r for r in runs_of(embedded_client, tmp_path.name) if "mlflow.parentRunId" in r.data.tags]
     pruned = [r for r in children if r.data.tags["optuna.state"] == "PRUNED"]
     assert len(pruned) == states.count("PRUNED") and all(r.info.status == "KILLED" for r in pruned)
 
 
-@pytest.mark.parametrize("labels", [(1, 2), ("fraud", "legit")], ids=["one-two", "strings"])
-def test_trial_scores_equal_mlflow_evaluate_whatever_the_labels(labels, embedded_client):
-    """A trial's value must be the metric a training run logs, also when the labels are not 0 and 1."""
-    import mlflow
-    import numpy as np
+def test_the_built_in_objective_reports_each_fold_so_a_pruner_prunes(tmp_path, snapshot, embedded_client):
+    import optuna
+
+    _, record = snapshot
+    # C=1e-6 predicts one class: accuracy near 0.5 on the first fold, far below the threshold
+    space = {"C": {"type": "categorical", "choices": [1e-6, 1.0]}}
+    result = run_attempt(tune_config(tmp_path, record.uri, 1, estimator="sklearn.linear_model.LogisticRegression",
+                                     search_space=space, metric="accuracy_score", n_trials=4, sampler="random",
+                                     pruner=optuna.pruners.ThresholdPruner(lower=0.7)))["result"]
+    trials = trials_of(result["study_name"])
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert pruned and all(t.params["C"] == 1e-6 and list(t.intermediate_values) == [0] for t in pruned)
+    assert len(complete) == 4 and all(t.params["C"] == 1.0 and len(t.intermediate_values) == 5 for t in complete)
+    children = [r for r in runs_of(embedded_client, tmp_path.name) if r.data.tags.get("optuna.state") == "PRUNED"]
+    assert len(children) == len(pruned) and all(r.info.status == "KILLED" for r in children)
+
+
+def test_a_study_cleared_after_new_data_is_a_new_study_and_supersedes_the_old_one(tmp_path, snapshot, embedded_client):
     import pandas as pd
+
+    from airflow_mlops.snapshots import SnapshotStore
+
+    store, record = snapshot
+    table = pd.read_csv(store.materialize(record.snapshot_id, tmp_path / "restored") / "train.csv")
+    (tmp_path / "newer").mkdir()
+    table.iloc[:300].to_csv(tmp_path / "newer" / "train.csv", index=False)
+    newer = SnapshotStore.open(store.uri).snapshot(tmp_path / "newer").uri
+    options = dict(estimator="sklearn.linear_model.LogisticRegression", n_trials=2,
+                   search_space={"C": {"type": "float", "low": 0.01, "high": 10, "log": True}})
+    first = run_attempt(tune_config(tmp_path, record.uri, 1, **options))["result"]
+    cleared = run_attempt(tune_config(tmp_path, newer, 2, **options))["result"]
+    assert cleared["study_name"] != first["study_name"] and cleared["parent_run_id"] != first["parent_run_id"]
+    assert len(trials_of(cleared["study_name"])) == 2  # not the old study's trials on the old data
+    old = embedded_client.get_run(first["parent_run_id"])
+    assert old.data.tags["airflow_mlops.superseded_by"] == cleared["parent_run_id"]
+
+
+def _classification(labels):
+    import numpy as np
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
 
-    from airflow_mlops.tracking.metrics import CLASSIFIER_METRICS, score
-
     features, classes = make_classification(n_samples=300, n_features=5, flip_y=0.2, random_state=0)
-    X = pd.DataFrame(features, columns=[f"f{i}" for i in range(5)])
-    y = pd.Series(np.array(labels)[classes], name="label")
-    model = LogisticRegression().fit(X[:200], y[:200])
+    return LogisticRegression(), features, np.array(labels)[classes], "classifier"
+
+
+def _regression():
+    from sklearn.datasets import make_regression
+    from sklearn.linear_model import Ridge
+
+    features, target = make_regression(n_samples=300, n_features=5, noise=10.0, random_state=0)
+    return Ridge(), features, target + 500, "regressor"
+
+
+@pytest.mark.parametrize("problem", [
+    pytest.param(lambda: _classification((1, 2)), id="classifier-one-two"),
+    pytest.param(lambda: _classification(("fraud", "legit")), id="classifier-strings"),
+    pytest.param(_regression, id="regressor"),
+])
+def test_trial_scores_equal_mlflow_evaluate(problem, embedded_client):
+    """A trial's value must be the metric a training run logs, also when the labels are not 0 and 1."""
+    import mlflow
+    import pandas as pd
+
+    from airflow_mlops.tracking.metrics import CLASSIFIER_METRICS, REGRESSOR_METRICS, score
+
+    estimator, features, target, model_type = problem()
+    X, y = pd.DataFrame(features, columns=[f"f{i}" for i in range(5)]), pd.Series(target, name="label")
+    model = estimator.fit(X[:200], y[:200])
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
         evaluated = mlflow.models.evaluate(
-            info.model_uri, X[200:].assign(label=y[200:].to_numpy()), targets="label", model_type="classifier",
+            info.model_uri, X[200:].assign(label=y[200:].to_numpy()), targets="label", model_type=model_type,
             evaluators=["default"], evaluator_config={"default": {"log_model_explainability": False}},
         ).metrics
-    for metric in CLASSIFIER_METRICS:
-        assert score(model, X[200:], y[200:], metric, "classifier") == pytest.approx(evaluated[metric]), metric
+    for metric in CLASSIFIER_METRICS if model_type == "classifier" else REGRESSOR_METRICS:
+        assert score(model, X[200:], y[200:], metric, model_type) == pytest.approx(evaluated[metric]), metric

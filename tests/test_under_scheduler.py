@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,7 @@ from tests.airflow_cluster import AirflowCluster, airflow_cluster  # noqa: F401 
 from tests.conftest import REPO
 from tests.scheduler_tasks import marker_path
 
-DAGS_FOLDER = REPO / "tests" / "scheduler_dags"
+DAG_FILES = [REPO / "tests" / "scheduler_dags" / "mlops_scheduler_dags.py"]
 pytestmark = [pytest.mark.scheduler, pytest.mark.postgres]
 
 
@@ -43,14 +42,18 @@ def _top_level_runs(client, dag_id: str, run_id: str, task_id: str) -> list:
     return [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
 
 
-def _kill_at_marker(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str, timeout: float = 300) -> dict:
-    """SIGKILL the task process once it reports (in its marker file) that it reached the fault point."""
+def _wait_for_fault_point(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str, timeout: float = 300) -> dict:
+    """What the task process reported (pid, where it is) once it reached the point where it waits to be killed."""
     marker = marker_path(cluster.home, dag_id, run_id, task_id)
     deadline = time.monotonic() + timeout
     while not marker.exists():
         assert time.monotonic() < deadline, f"{task_id} never reached its fault point\n{cluster.failure_report(dag_id, run_id)}"
         time.sleep(0.5)
-    info = json.loads(marker.read_text())
+    return json.loads(marker.read_text())
+
+
+def _kill_at_fault_point(cluster: AirflowCluster, dag_id: str, run_id: str, task_id: str) -> dict:
+    info = _wait_for_fault_point(cluster, dag_id, run_id, task_id)
     os.kill(info["pid"], signal.SIGKILL)
     return info
 
@@ -78,7 +81,10 @@ def test_parallel_tasks_on_fresh_embedded_stores_all_succeed_on_their_first_try(
 
 def test_training_killed_mid_run_is_retried_into_exactly_one_finished_run(cluster):
     run_id = cluster.trigger("train_killed", logical_date="2026-02-02T00:00:00Z")
-    killed = _kill_at_marker(cluster, "train_killed", run_id, "train")
+    killed = _wait_for_fault_point(cluster, "train_killed", run_id, "train")
+    # the "MLflow run" extra link already answers while the task is running, as the UI reads it
+    running_link = cluster.extra_links("train_killed", run_id, "train")["MLflow run"]
+    os.kill(killed["pid"], signal.SIGKILL)
     cluster.wait_for_runs("train_killed", [run_id])
 
     (train,) = [ti for ti in cluster.task_instances("train_killed", run_id) if ti["task_id"] == "train"]
@@ -91,18 +97,24 @@ def test_training_killed_mid_run_is_retried_into_exactly_one_finished_run(cluste
     assert by_try["1"].info.status == "FAILED" and "abandoned" in by_try["1"].data.tags["airflow_mlops.error"]
     assert by_try["2"].info.status == "FINISHED"
     assert killed["stage"] == "training"
+    assert running_link.endswith(f"/runs/{by_try['1'].info.run_id}")
+    finished_link = cluster.extra_links("train_killed", run_id, "train")["MLflow run"]
+    assert finished_link.endswith(f"/runs/{by_try['2'].info.run_id}")  # the retry's run, once it ran
 
 
 def test_study_killed_mid_way_keeps_its_trials_and_ends_with_n_trials_complete(cluster):
     import optuna
 
     run_id = cluster.trigger("tune_killed", logical_date="2026-02-03T00:00:00Z")
-    killed = _kill_at_marker(cluster, "tune_killed", run_id, "tune")
+    killed = _kill_at_fault_point(cluster, "tune_killed", run_id, "tune")
     cluster.wait_for_runs("tune_killed", [run_id])
 
     (tune,) = [ti for ti in cluster.task_instances("tune_killed", run_id) if ti["task_id"] == "tune"]
     assert tune["try_number"] == 2
-    study = optuna.load_study(study_name=f"tune_killed.tune.{run_id}",
+    client = _mlflow_client(cluster)
+    (parent,) = _top_level_runs(client, "tune_killed", run_id, "tune")
+    assert parent.info.status == "FINISHED"
+    study = optuna.load_study(study_name=parent.data.tags["optuna.study_name"],
                               storage=f"sqlite:///{cluster.home / 'airflow_mlops' / 'optuna.db'}")
     states = [trial.state.name for trial in study.trials]
     assert states.count("COMPLETE") == 6 and "RUNNING" not in states
@@ -111,9 +123,6 @@ def test_study_killed_mid_way_keeps_its_trials_and_ends_with_n_trials_complete(c
     assert {t.number: t.value for t in study.trials if t.number in before_kill} == before_kill  # kept, not re-run
     assert study.trials[killed["killed_trial"]].state.name == "FAIL"  # the trial in flight at the kill
 
-    client = _mlflow_client(cluster)
-    (parent,) = _top_level_runs(client, "tune_killed", run_id, "tune")
-    assert parent.info.status == "FINISHED"
     experiment = client.get_experiment_by_name("tune_killed")
     every_run = client.search_runs([experiment.experiment_id], filter_string=f"tags.`airflow.run_id` = '{run_id}'")
     assert not [run.info.run_id for run in every_run if run.info.status == "RUNNING"]
@@ -140,3 +149,4 @@ def test_backfill_of_three_dates_gives_three_snapshots_and_three_runs_of_those_d
     runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
     assert sorted(run.data.tags["airflow.logical_date"][:10] for run in runs) == dates
     assert {run.data.tags["airflow.logical_date"][:10]: run.data.tags["airflow_mlops.snapshot_id"] for run in runs} == snapshots
+

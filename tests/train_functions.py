@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from sklearn.linear_model import LogisticRegression
+
 
 def _marker(name: str) -> Path:
     return Path(os.environ["TRAIN_MARKER_DIR"]) / name
@@ -81,3 +83,31 @@ def reporting_objective(trial, data):
         if trial.should_prune():
             raise optuna.TrialPruned()
     return (x - 2.0) ** 2
+
+
+def fails_while_broken(trial, data):
+    """``quadratic_objective`` that fails every trial while OBJECTIVE_BROKEN is set (a GPU that is down)."""
+    if os.environ.get("OBJECTIVE_BROKEN"):
+        trial.suggest_float("x", -10.0, 10.0)
+        raise RuntimeError("CUDA out of memory")
+    return quadratic_objective(trial, data)
+
+
+class RecordingLogisticRegression(LogisticRegression):
+    """A logistic regression that appends the index of every row it fits on or scores to TRAIN_MARKER_DIR/rows."""
+
+    def _record(self, X):
+        with open(_marker("rows"), "a") as rows:
+            rows.write(" ".join(map(str, X.index)) + "\n")
+
+    def fit(self, X, y, **kwargs):
+        self._record(X)
+        return super().fit(X, y, **kwargs)
+
+    def predict(self, X):
+        self._record(X)
+        return super().predict(X)
+
+    def predict_proba(self, X):
+        self._record(X)
+        return super().predict_proba(X)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 EMBEDDED_UI_URL = "http://127.0.0.1:5000"
+_URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ class MlflowHook(BaseHook):
     Connection ``mlflow``: host, port and schema (``http``/``https``) of the tracking server; login
     and password for basic auth, or a password alone as a bearer token; extras ``registry_uri``
     (a separate registry), ``ui_url`` (base URL for links, when it differs) and ``tracking_uri``
-    (any MLflow store URI, overriding host/port). Credentials go to MLflow's requests for this hook's
-    session only (see :mod:`airflow_mlops.tracking.auth`), never to the environment or logs.
+    (any MLflow store URI, overriding host/port). Credentials go to MLflow's requests to the tracking
+    server during this hook's session only (see :mod:`airflow_mlops.tracking.auth`), never to another
+    host, the environment or logs.
 
     With no connection ``mlflow_default`` configured it uses the embedded store: SQLite at
     ``$AIRFLOW_HOME/airflow_mlops/mlflow.db`` with artifacts in ``$AIRFLOW_HOME/airflow_mlops/mlartifacts``.
@@ -79,8 +82,10 @@ class MlflowHook(BaseHook):
             uri = embedded_tracking_store()
             return TrackingSettings(uri, uri, EMBEDDED_UI_URL, embedded_artifact_root())
         extra = conn.extra_dejson
+        header = authorization_header(conn.login, conn.password)
         if extra.get("tracking_uri"):
-            tracking_uri = extra["tracking_uri"]
+            tracking_uri, uri_header = _without_credentials(extra["tracking_uri"])
+            header = header or uri_header
         else:
             scheme = conn.schema or "http"
             host = (conn.host or "").removeprefix("http://").removeprefix("https://").rstrip("/")
@@ -91,26 +96,24 @@ class MlflowHook(BaseHook):
             extra.get("registry_uri") or tracking_uri,
             ui_url.rstrip("/") if ui_url else None,
             None,
-            authorization_header(conn.login, conn.password),
+            header,
         )
 
     @contextmanager
     def tracking_session(self) -> Iterator[MlflowClient]:
-        """Point MLflow (client and fluent API) at this hook's server, with its credentials, for a block."""
+        """Point MLflow (client and fluent API) at this hook's server, with its credentials, for a block.
+
+        Afterwards MLflow's tracking and registry URIs and the process environment are as they were.
+        """
         import mlflow
 
         from airflow_mlops.tracking.auth import credentials_scope
 
         settings = self.settings
-        previous = (mlflow.get_tracking_uri(), mlflow.get_registry_uri())
-        mlflow.set_tracking_uri(settings.tracking_uri)
-        mlflow.set_registry_uri(settings.registry_uri)
-        try:
-            with credentials_scope(settings.auth_header):
-                yield mlflow.MlflowClient(settings.tracking_uri, settings.registry_uri)
-        finally:
-            mlflow.set_tracking_uri(previous[0])
-            mlflow.set_registry_uri(previous[1])
+        with _mlflow_uris(settings.tracking_uri, settings.registry_uri), credentials_scope(
+            settings.auth_header, settings.tracking_uri
+        ):
+            yield mlflow.MlflowClient(settings.tracking_uri, settings.registry_uri)
 
     def get_conn(self) -> MlflowClient:
         """An MlflowClient for this server. Use ``tracking_session`` where the server needs credentials."""
@@ -130,3 +133,57 @@ class MlflowHook(BaseHook):
         """The MLflow UI page of a run."""
         ui = self.settings.ui_url
         return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" if ui else None
+
+
+@contextmanager
+def _mlflow_uris(tracking_uri: str, registry_uri: str) -> Iterator[None]:
+    """MLflow's global tracking and registry URIs for a block, put back exactly after it; never exported.
+
+    ``mlflow.set_tracking_uri``/``set_registry_uri`` also write MLFLOW_TRACKING_URI/MLFLOW_REGISTRY_URI
+    into the environment for subprocesses (mlflow/tracking/_tracking_service/utils.py and
+    _model_registry/utils.py): a password in a URI would reach every child process, and "not set"
+    cannot be restored through them (the getters return a resolved default, which would be exported).
+    The module globals those setters assign win over the environment in ``get_tracking_uri`` and
+    ``get_registry_uri``, so only they are set here, resetting MLflow's tracer provider on a change as
+    ``set_tracking_uri`` does. The two variables are put back too, should code in the block call the setters.
+    """
+    from mlflow.tracing.provider import reset as reset_tracer_provider
+    from mlflow.tracking._model_registry import utils as registry
+    from mlflow.tracking._tracking_service import utils as tracking
+
+    def assign(tracking_value: str | None, registry_value: str | None) -> None:
+        changed = tracking._tracking_uri != tracking_value
+        tracking._tracking_uri, registry._registry_uri = tracking_value, registry_value
+        if changed:
+            reset_tracer_provider()
+
+    previous = tracking._tracking_uri, registry._registry_uri
+    environment = {name: os.environ.get(name) for name in _URI_VARIABLES}
+    assign(tracking_uri, registry_uri)
+    try:
+        yield
+    finally:
+        assign(*previous)
+        for name, value in environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _without_credentials(uri: str) -> tuple[str, str | None]:
+    """An http(s) URI without its ``user:password@`` part, and that part as an Authorization header.
+
+    So the password is sent as a header to its server only, and never shows in links, in MLflow's
+    "View run at" lines or in tags; other store URIs (a database URL) are returned as they are.
+    """
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    from airflow_mlops.tracking.auth import authorization_header
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or "@" not in parts.netloc:
+        return uri, None
+    host = parts.netloc.rpartition("@")[2]
+    header = authorization_header(unquote(parts.username or ""), unquote(parts.password or ""))
+    return urlunsplit(parts._replace(netloc=host)), header

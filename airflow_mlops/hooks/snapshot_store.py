@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_mlops.config import default_snapshot_store, mlops_home
+from airflow_mlops.config import default_snapshot_store, mlops_home, restored_budget_bytes
 
 if TYPE_CHECKING:
     from airflow_mlops.snapshots import SnapshotStore
@@ -43,7 +43,8 @@ def restore_snapshot_ref(reference: str | dict[str, Any], store: str | None, aws
     """(snapshot URI, full snapshot id, local directory with its files) for a snapshot reference.
 
     ``reference`` is a URI ``<store>#<id>``, a ``DataSnapshotOperator`` result (its ``uri``), or an id
-    (or unique prefix) in ``store``. The files are restored once per id under AIRFLOW_HOME and reused.
+    (or unique prefix) in ``store``. The files are restored once per id under AIRFLOW_HOME, checked
+    before each reuse, and evicted least recently used first beyond ``restored_budget_bytes()``.
     """
     from airflow_mlops.snapshots import parse_snapshot_ref, snapshot_uri
 
@@ -51,5 +52,5 @@ def restore_snapshot_ref(reference: str | dict[str, Any], store: str | None, aws
     store_uri, snapshot_id = parse_snapshot_ref(text, store or default_snapshot_store())
     snapshot_store = SnapshotStoreHook(store_uri, aws_conn_id).get_conn()
     snapshot_id = snapshot_store.resolve(snapshot_id)
-    path = snapshot_store.materialize(snapshot_id, mlops_home() / "restored")
+    path = snapshot_store.materialize(snapshot_id, mlops_home() / "restored", budget_bytes=restored_budget_bytes())
     return snapshot_uri(snapshot_store.uri, snapshot_id), snapshot_id, path

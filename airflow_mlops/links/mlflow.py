@@ -9,4 +9,3 @@ class MlflowRunLink(XComURLLink):
     """"MLflow run": opens the run the task instance logged in the MLflow UI."""
 
     name = "MLflow run"
-    key = "mlflow_run_url"

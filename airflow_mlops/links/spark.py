@@ -1,4 +1,4 @@
-"""Extra link from a Spark task instance to its application's web UI."""
+"""Extra links from a Spark task instance to its application's web UIs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,12 @@ from airflow_mlops.links.base import XComURLLink
 
 
 class SparkUILink(XComURLLink):
-    """"Spark UI": the driver's web UI of the task's Spark application (live while the task runs)."""
+    """"Spark driver UI (while running)": the driver's web UI, which stops with the application."""
 
-    name = "Spark UI"
-    key = "spark_ui_url"
+    name = "Spark driver UI (while running)"
+
+
+class SparkApplicationLink(XComURLLink):
+    """"Spark application": the application's page on its standalone master's web UI, which outlives it."""
+
+    name = "Spark application"

@@ -21,7 +21,7 @@ class DataSnapshotOperator(BaseOperator):
     ``Asset`` (its events carry the snapshot id and URI), so downstream DAGs can be scheduled on new
     data versions.
 
-    :param source: file or directory to snapshot (templated, e.g. ``data/raw/{{ ds }}``).
+    :param source: file or directory to snapshot (templated, e.g. ``data/raw/{{ ds }}`` for runs with a logical date).
     :param store: local directory or ``s3://bucket/prefix`` (templated); default: the store under
         AIRFLOW_HOME (``$AIRFLOW_HOME/airflow_mlops/snapshots``, or ``$AIRFLOW_MLOPS_STORE``).
     :param aws_conn_id: Airflow AWS connection used for ``s3://`` stores.

@@ -11,10 +11,11 @@ from airflow.sdk import Asset, BaseOperator
 from airflow_mlops.config import mlops_home
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook, restore_snapshot_ref
-from airflow_mlops.hooks.spark import SparkHook
-from airflow_mlops.links.spark import SparkUILink
+from airflow_mlops.hooks.spark import SparkApplication, SparkHook
+from airflow_mlops.links.spark import SparkApplicationLink, SparkUILink
 from airflow_mlops.operators.snapshot import declare_snapshot_asset
 from airflow_mlops.utils.airflow_context import task_identity
+
 
 class SparkETLOperator(BaseOperator):
     """Run a PySpark transformation on data snapshots and record its Parquet output as a new snapshot.
@@ -28,8 +29,16 @@ class SparkETLOperator(BaseOperator):
     Spark runs on the master of the Airflow Spark connection ``spark_conn_id`` (the apache-spark
     provider's ``spark`` type: standalone, YARN, Kubernetes), or ``local[*]`` without one. The app
     name is ``<dag_id>.<task_id>``; the session is stopped in every case and ``on_kill`` cancels the
-    job. Inputs are restored to local files under AIRFLOW_HOME and the output is staged there too: on
-    a multi-host cluster, ``staging_dir`` and AIRFLOW_HOME must be on storage every executor shares.
+    job. Spark properties reach spark-submit in a properties file only the task's user can read,
+    never on its command line. Inputs are restored to local files under AIRFLOW_HOME and the output
+    is staged there too: on a multi-host cluster, ``staging_dir`` and AIRFLOW_HOME must be on storage
+    every executor shares.
+
+    Extra links, set as soon as Spark names the application: "Spark driver UI (while running)", the
+    driver's web UI of a ``transform`` (it stops with the application), and "Spark application", its
+    page on a standalone master's web UI, which stays after the run, for a connection whose extra
+    ``master-web-ui`` names that UI (``{"master-web-ui": "http://spark-master:8080"}``; spark-submit
+    logs the id of an ``application`` at INFO level).
 
     :param inputs: ``{name: snapshot}`` (templated): a DataSnapshotOperator or SparkETLOperator result
         (``task.output``), ``<store>#<id>``, an id in ``store``, or a file or directory path.
@@ -58,7 +67,7 @@ class SparkETLOperator(BaseOperator):
         "inputs", "store", "conf", "transform_kwargs", "application_args", "staging_dir", "spark_conn_id",
     )
     template_fields_renderers = {"conf": "json", "transform_kwargs": "json"}
-    operator_extra_links = (SparkUILink(),)
+    operator_extra_links = (SparkUILink(), SparkApplicationLink())
     ui_color = "#f4d9c6"
 
     def __init__(
@@ -95,22 +104,16 @@ class SparkETLOperator(BaseOperator):
         self.staging_dir = staging_dir
         self.aws_conn_id = aws_conn_id
         self.asset = declare_snapshot_asset(self, asset)
-        self._spark: Any = None
-        self._submit: Any = None
+        self._spark: SparkHook | None = None
 
-    def _check_arguments(self) -> None:
-        """Refuse a malformed task before any data is restored or Spark is started."""
-        if (self.transform is None) == (self.application is None):
-            raise MlopsError("give either transform (a callable or dotted path) or application (a file for spark-submit)")
-        if self.application is not None and not Path(self.application).is_file():
-            raise MlopsError(f"application {self.application} does not exist")
+    def _resolve_inputs(self) -> list[Any]:
+        """Each input as local files: a snapshot restored under AIRFLOW_HOME, or an existing path as is."""
         if not isinstance(self.inputs, dict) or not self.inputs:
             raise MlopsError(f"inputs must be a non-empty mapping of names to snapshots or paths, got {self.inputs!r}")
-        if isinstance(self.output_partitions, bool) or not isinstance(self.output_partitions, int) or self.output_partitions < 1:
-            raise MlopsError(f"output_partitions must be a positive integer, got {self.output_partitions!r}")
+        return [self._resolve_input(name, value) for name, value in self.inputs.items()]
 
     def _resolve_input(self, name: str, value: Any) -> Any:
-        """An input as local files: a snapshot restored under AIRFLOW_HOME, or an existing path as is."""
+        """One input: an existing path as is, or a snapshot (id, URI or XCom result) restored."""
         from airflow_mlops.etl.spark import EtlInput
         from airflow_mlops.snapshots import is_snapshot_id
 
@@ -124,36 +127,17 @@ class SparkETLOperator(BaseOperator):
         return EtlInput(name, path, snapshot_id, uri, self.input_format)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_mlops.etl.spark import code_identity, derive_snapshot, spark_transform
-        from airflow_mlops.utils.imports import import_object
+        from airflow_mlops.etl.job import SparkJob
 
-        self._check_arguments()
-        transform = import_object(self.transform) if isinstance(self.transform, str) else self.transform
-        inputs = [self._resolve_input(name, value) for name, value in self.inputs.items()]
+        job = SparkJob(transform=self.transform, application=self.application, transform_kwargs=self.transform_kwargs,
+                       application_args=self.application_args or (), partitions=self.output_partitions,
+                       sort_by=self.sort_by)
+        inputs = self._resolve_inputs()
         store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
-        spark_hook = SparkHook(self.spark_conn_id, self.conf, app_name=f"{self.dag_id}.{self.task_id}")
-        derive = {
-            "staging_root": self.staging_dir or mlops_home() / "etl-staging",
-            "code": code_identity(self.application or transform),
-            "airflow": task_identity(context),
-        }
-        if self.application is not None:
-            spark_info = {"master": spark_hook.master(), "application": str(self.application)}
-            write = self._submit_application(spark_hook, inputs)
-            record, tables = derive_snapshot(store, inputs, write, extra={"spark": spark_info}, **derive)
-        else:
-            with spark_hook.session() as spark:
-                self._spark = spark
-                try:
-                    spark_info = {"master": spark.sparkContext.master, "application_id": spark.sparkContext.applicationId}
-                    self.log.info("Spark application %s on %s, UI: %s", spark_info["application_id"],
-                                  spark_info["master"], spark.sparkContext.uiWebUrl or "disabled")
-                    SparkUILink.persist(context, spark.sparkContext.uiWebUrl)
-                    write = spark_transform(spark, inputs, transform, partitions=self.output_partitions,
-                                            sort_by=self.sort_by, transform_kwargs=self.transform_kwargs)
-                    record, tables = derive_snapshot(store, inputs, write, extra={"spark": spark_info}, **derive)
-                finally:
-                    self._spark = None
+        self._spark = SparkHook(self.spark_conn_id, self.conf, app_name=f"{self.dag_id}.{self.task_id}",
+                                on_start=lambda application: self._link(context, application))
+        record, tables = job.run(self._spark, store, inputs, staging_root=self.staging_dir or mlops_home() / "etl-staging",
+                                 airflow=task_identity(context))
         self.log.info("Snapshot %s from %s: %s", record.snapshot_id, record.parents or "paths",
                       {name or "output": table["rows"] for name, table in tables.items()})
         result = {"snapshot_id": record.snapshot_id, "uri": record.uri, "files": record.files, "bytes": record.bytes,
@@ -161,30 +145,15 @@ class SparkETLOperator(BaseOperator):
         context["outlet_events"][self.asset].extra = {key: result[key] for key in ("snapshot_id", "uri", "parents")}
         return result
 
-    def _submit_application(self, spark_hook: SparkHook, inputs: list[Any]) -> Callable[[Path], None]:
-        """A writer that runs ``application`` through spark-submit, telling it the inputs and the output folder."""
-
-        def write(output: Path) -> None:
-            arguments = [*(self.application_args or []), "--output", str(output)]
-            for item in inputs:
-                arguments += ["--input", f"{item.name}={item.path}"]
-            self._submit = spark_hook.submit_hook(application_args=arguments)
-            self._submit.submit(str(self.application))
-
-        return write
+    def _link(self, context: Any, application: SparkApplication) -> None:
+        """Log where the application runs and link its pages, while it runs."""
+        self.log.info("Spark application %s on %s; driver UI (while it runs): %s; page on the master's web UI: %s",
+                      application.app_id, application.master, application.driver_ui or "unknown",
+                      application.master_page or "none")
+        SparkUILink.persist(context, application.driver_ui)
+        SparkApplicationLink.persist(context, application.master_page)
 
     def on_kill(self) -> None:
-        """Airflow is stopping the task: cancel the Spark jobs, or kill the spark-submit job.
-
-        Airflow calls this from a signal handler, on the thread that is blocked in a py4j call to
-        Spark; a call on that thread's connection would be re-entrant, so a thread of its own (which
-        py4j gives a connection of its own) cancels the jobs.
-        """
-        import threading
-
+        """Airflow is stopping the task: cancel the Spark jobs, or kill the spark-submit job."""
         if self._spark is not None:
-            canceller = threading.Thread(target=self._spark.sparkContext.cancelAllJobs, name="spark-cancel")
-            canceller.start()
-            canceller.join(timeout=60)
-        if self._submit is not None:
-            self._submit.on_kill()
+            self._spark.cancel()

@@ -18,9 +18,10 @@ class MLflowTrainOperator(SnapshotModelOperator):
     the code version (git commit and dirtiness of the DAG folder, digests and copies of the DAG file
     and the training function's module) and the environment (Python, platform, CPUs, packages).
 
-    Retry-safe: a task instance owns exactly one finished run. A retry returns the run an earlier
-    attempt finished (without training again); runs left RUNNING by a killed attempt are marked FAILED.
-    Clearing a finished task therefore returns its run too: trigger a new DAG run to retrain.
+    Retry-safe: a task instance owns exactly one finished run per inputs. A retry returns the run an
+    earlier attempt finished on the same snapshot and training definition (without training again);
+    runs left RUNNING by a killed attempt are marked FAILED. Cleared after its upstream made new data
+    (or after the training changed), the task trains a new run and tags the old one superseded.
 
     Built in: scikit-learn estimators and pipelines (``estimator=``, fit on a split, evaluated on the
     held-out part with ``mlflow.models.evaluate``: metrics and plots). Or ``train_fn(train_frame,
@@ -49,7 +50,8 @@ class MLflowTrainOperator(SnapshotModelOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.tracking.runs import get_or_create_experiment
-        from airflow_mlops.tracking.training import prepare, tracked_training
+        from airflow_mlops.tracking.data import prepare
+        from airflow_mlops.tracking.training import tracked_training
         from airflow_mlops.utils.imports import import_object
 
         train_fn = import_object(self.train_fn) if isinstance(self.train_fn, str) else self.train_fn

@@ -1,10 +1,11 @@
-"""Stat cache: lets a re-snapshot of unchanged files skip re-hashing them.
+"""Stat cache: lets a re-snapshot of unchanged files, or a check of restored ones, skip re-hashing them.
 
 An entry says "the file at this absolute path, with this size, mtime_ns and inode, has this digest,
 and that object is in this store". It is one SQLite file per store (beside a local store, under
-AIRFLOW_HOME for S3), safe for concurrent snapshot processes. Entries are written only after their
-objects are stored, and never for files modified so recently that a same-size rewrite within the
-file system's timestamp granularity could go unseen (git's "racy clean" problem).
+AIRFLOW_HOME for S3), plus one per folder of restored snapshots, safe for concurrent processes.
+Entries are written only after their objects are stored, and never for files modified so recently
+that a same-size rewrite within the file system's timestamp granularity could go unseen (git's
+"racy clean" problem).
 """
 
 from __future__ import annotations
@@ -69,18 +70,25 @@ class StatCache:
         """All entries for ``root`` itself or files below it, keyed by absolute path."""
         if not self.path.exists():
             return {}
-        root_str = str(root)
-        lower, upper = root_str + os.sep, root_str + chr(ord(os.sep) + 1)
         connection = self._connect()
         try:
             rows = connection.execute(
-                "SELECT path, size, mtime_ns, inode, digest FROM entries"
-                " WHERE path = ? OR (path >= ? AND path < ?)",
-                (root_str, lower, upper),
+                f"SELECT path, size, mtime_ns, inode, digest FROM entries WHERE {_UNDER}", _under(root)
             ).fetchall()
         finally:
             connection.close()
         return {path: (FileStat(size, mtime, inode), digest) for path, size, mtime, inode, digest in rows}
+
+    def forget_under(self, root: Path) -> None:
+        """Drop the entries for ``root`` and files below it: a folder that is being deleted."""
+        if not self.path.exists():
+            return
+        connection = self._connect()
+        try:
+            with connection:
+                connection.execute(f"DELETE FROM entries WHERE {_UNDER}", _under(root))
+        finally:
+            connection.close()
 
     def store(self, entries: dict[str, tuple[FileStat, str]], scan_started_ns: int) -> None:
         """Remember digests of files that were stored, skipping racily recent ones."""
@@ -98,6 +106,16 @@ class StatCache:
                 connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
         finally:
             connection.close()
+
+
+#: Entries for a path or the files below it, with the parameters of ``_under``.
+_UNDER = "path = ? OR (path >= ? AND path < ?)"
+
+
+def _under(root: Path) -> tuple[str, str, str]:
+    """``root`` and the bounds of the paths below it, as a range the primary key index serves."""
+    root_str = str(root)
+    return root_str, root_str + os.sep, root_str + chr(ord(os.sep) + 1)
 
 
 def now_ns() -> int:

@@ -17,10 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
-import stat as stat_module
-import tempfile
 import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -29,9 +26,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from airflow_mlops.config import RESTORED_BUDGET_BYTES
 from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots.backends import Backend, LocalBackend, S3Backend, temp_file_beside
 from airflow_mlops.snapshots.hashing import ALGORITHM, digest_bytes, digest_chunks, digest_file
+from airflow_mlops.snapshots.restored import RESTORED_MIN_IDLE_S, materialize
+from airflow_mlops.snapshots.scan import scan_tree
 from airflow_mlops.snapshots.statcache import FileStat, StatCache, now_ns
 
 MARKER_KEY = "airflow-mlops-store.json"
@@ -167,7 +167,7 @@ class SnapshotStore:
         """
         root = Path(source).expanduser().absolute()
         scan_started = now_ns()
-        files = _scan(root)
+        files = scan_tree(root)
         cached = self._stat_cache.load_under(root) if self._initialized else {}  # a new store holds no object yet
         hits = {path: cached[path][1] for _rel, path, stat in files if path in cached and cached[path][0] == stat}
         gone = self.backend.missing({_object_key(digest) for digest in hits.values()})
@@ -321,27 +321,20 @@ class SnapshotStore:
                 temp.unlink(missing_ok=True)
         return entries
 
-    def materialize(self, snapshot_id: str, cache_root: str | os.PathLike) -> Path:
-        """A local directory with the snapshot's files: ``cache_root/<id>``, restored once and reused.
+    def materialize(
+        self,
+        snapshot_id: str,
+        cache_root: str | os.PathLike,
+        *,
+        budget_bytes: int = RESTORED_BUDGET_BYTES,
+        min_idle_s: float = RESTORED_MIN_IDLE_S,
+    ) -> Path:
+        """A local, read-only directory with the snapshot's files: ``cache_root/<id>``, restored once and reused.
 
-        Restores into a staging directory and renames it into place, so a directory at the final
-        path is always complete, even with concurrent tasks restoring the same id.
+        Checked against the manifest before each reuse, restored again if anything differs, and
+        evicted least recently used first beyond ``budget_bytes``: see :mod:`~airflow_mlops.snapshots.restored`.
         """
-        full_id = self.resolve(snapshot_id)
-        target = Path(cache_root) / full_id
-        if target.is_dir():
-            return target
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{full_id[:12]}.", dir=target.parent))
-        try:
-            self.restore(full_id, staging, force=True)
-            os.rename(staging, target)
-        except OSError:
-            if not target.is_dir():
-                raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
+        return materialize(self, self.resolve(snapshot_id), cache_root, budget_bytes=budget_bytes, min_idle_s=min_idle_s)
 
     def verify(self, snapshot_id: str | None = None) -> list[VerifyProblem]:
         """Re-hash stored objects: those of one snapshot, or every object in the store."""
@@ -367,48 +360,6 @@ class SnapshotStore:
             elif digest_chunks(self.backend.iter_chunks(key)) != digest:
                 problems[digest] = "damaged"
         return [VerifyProblem(d, kind, sorted(users.get(d, ()))) for d, kind in sorted(problems.items())]
-
-
-def _scan(root: Path) -> list[tuple[str, str, FileStat]]:
-    """The regular files under ``root`` as (relative POSIX path, absolute path, stat), sorted, validated.
-
-    Plain strings and ``os.scandir`` rather than pathlib: this runs for every file on every snapshot.
-    """
-    try:
-        root_stat = os.stat(root)
-    except FileNotFoundError:
-        raise SnapshotError(f"source {root} does not exist") from None
-    except OSError as error:
-        raise SnapshotError(f"cannot read {root}: {error.strerror}") from None
-    if stat_module.S_ISREG(root_stat.st_mode):
-        return [(root.name, str(root), FileStat.of(root_stat))]
-    if not stat_module.S_ISDIR(root_stat.st_mode):
-        raise SnapshotError(f"source {root} is not a regular file or directory")
-    files = []
-    pending = [(str(root), "")]
-    while pending:
-        directory, rel_prefix = pending.pop()
-        try:
-            entries = list(os.scandir(directory))
-        except OSError as error:
-            raise SnapshotError(f"cannot read directory {directory}: {error.strerror}") from None
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                pending.append((entry.path, f"{rel_prefix}{entry.name}/"))
-                continue
-            try:
-                result = entry.stat()
-            except OSError as error:
-                raise SnapshotError(f"cannot read {entry.path}: {error.strerror}") from None
-            if stat_module.S_ISDIR(result.st_mode):
-                raise SnapshotError(f"{entry.path} is a symlinked directory; not supported")
-            if not stat_module.S_ISREG(result.st_mode):
-                raise SnapshotError(f"{entry.path} is not a regular file")
-            files.append((f"{rel_prefix}{entry.name}", entry.path, FileStat.of(result)))
-    if not files:
-        raise SnapshotError(f"source {root} has no files; nothing to snapshot")
-    files.sort(key=lambda item: item[0])
-    return files
 
 
 def _safe_target(dest: Path, dest_real: Path, rel_path: str) -> Path:

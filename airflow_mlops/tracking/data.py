@@ -1,12 +1,21 @@
-"""Loading a restored snapshot as a table, and checking it is fit to train on, before any run starts."""
+"""Loading a restored snapshot as a table, checking it is fit to train on, and splitting it, before any run starts.
+
+The split is the one rule both training and tuning follow: the held-out test part (``test_size``,
+seeded) is scored only by the final training run; tuning sees the training part alone.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.formats import DataFormatError, data_files
+from airflow_mlops.tracking.estimators import build_estimator, model_type
+
+if TYPE_CHECKING:
+    from airflow_mlops.tracking.training import TrainingRequest
 
 READERS = {"csv": "read_csv", "parquet": "read_parquet", "json": "read_json"}
 
@@ -56,3 +65,46 @@ def features_and_target(frame: Any, target: str, features: list[str] | None, num
                 "or an sklearn Pipeline that encodes them"
             )
     return X, y
+
+
+@dataclass
+class PreparedData:
+    """The loaded table and its seeded train/test split (``X_test`` is None where tuning must not look)."""
+
+    frame: Any
+    X_train: Any = None
+    X_test: Any = None
+    y_train: Any = None
+    y_test: Any = None
+    estimator: Any = None
+    model_type: str | None = None  # "classifier" / "regressor" for built-in evaluation
+
+    def training_part(self) -> PreparedData:
+        """The same data without the held-out test part: what tuning may see."""
+        frame = self.frame.loc[self.X_train.index] if self.X_train is not None else self.frame
+        return PreparedData(frame, self.X_train, None, self.y_train, None, self.estimator, self.model_type)
+
+
+def prepare(request: TrainingRequest) -> PreparedData:
+    """Load the data, check it against the request and split it; raises before any run starts."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import Pipeline
+
+    if not 0 < request.test_size < 1:
+        raise MlopsError(f"test_size must be between 0 and 1, got {request.test_size}")
+    frame = load_table(request.data_path)
+    prepared = PreparedData(frame=frame)
+    if request.estimator is not None:
+        prepared.estimator = build_estimator(request.estimator, request.hyperparams, request.seed)
+        prepared.model_type = model_type(prepared.estimator)
+    if request.target is None:
+        if request.estimator is not None:
+            raise TrainingDataError("an estimator needs a target column")
+        return prepared
+    numeric = prepared.estimator is not None and not isinstance(prepared.estimator, Pipeline)
+    X, y = features_and_target(frame, request.target, request.features, numeric=numeric)
+    stratify = y if prepared.model_type == "classifier" and y.value_counts().min() >= 2 else None
+    prepared.X_train, prepared.X_test, prepared.y_train, prepared.y_test = train_test_split(
+        X, y, test_size=request.test_size, random_state=request.seed, stratify=stratify
+    )
+    return prepared

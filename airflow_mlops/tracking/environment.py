@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 from airflow_mlops.snapshots.hashing import digest_bytes
@@ -23,8 +24,13 @@ def environment_tags() -> dict[str, str]:
     }
 
 
+@cache
 def installed_requirements() -> str:
-    """The installed package set as pinned requirements (``name==version`` lines, sorted)."""
+    """The installed package set as pinned requirements (``name==version`` lines, sorted).
+
+    Read once per process: it reads every installed package's metadata, and a task's packages do
+    not change while it runs.
+    """
     pins = {
         (dist.metadata["Name"] or "").lower(): f"{dist.metadata['Name']}=={dist.version}"
         for dist in importlib.metadata.distributions()

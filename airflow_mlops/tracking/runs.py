@@ -3,17 +3,24 @@
 A task instance is (dag_id, run_id, task_id, map_index); each try of it is one attempt. Runs are
 tagged with the identity, so a retry finds the runs of earlier attempts by searching tags: that also
 finds a run whose attempt died right after creating it, before it could record the run id anywhere.
+Runs are also tagged with a fingerprint of their inputs, so only a run made from the same inputs is
+reused; one made from other inputs is tagged as superseded by the new run.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_mlops.snapshots.hashing import digest_bytes
+
 TAG_PREFIX = "airflow."
 SNAPSHOT_TAG = "airflow_mlops.snapshot_id"
 ERROR_TAG = "airflow_mlops.error"
+FINGERPRINT_TAG = "airflow_mlops.fingerprint"
+SUPERSEDED_TAG = "airflow_mlops.superseded_by"
 _INSTANCE_KEYS = ("dag_id", "run_id", "task_id", "map_index")
 
 
@@ -31,21 +38,50 @@ def task_instance_filter(identity: Mapping[str, Any]) -> str:
     return " and ".join(f"tags.`{TAG_PREFIX}{key}` = {_quote(str(identity[key]))}" for key in _INSTANCE_KEYS)
 
 
+def fingerprint(definition: Mapping[str, Any]) -> str:
+    """A digest of what determines a run's result (snapshot id, estimator, params, split, code digests)."""
+    return digest_bytes(json.dumps(definition, sort_keys=True, default=str).encode())[:32]
+
+
 @dataclass
 class EarlierAttempts:
-    """The top-level runs earlier attempts of a task instance left behind."""
+    """The top-level runs earlier attempts of a task instance left behind, newest first.
 
-    finished_run: Any | None
-    unfinished_runs: list[Any]  # newest first: RUNNING (attempt died), FAILED, KILLED
+    Only runs with the current ``fingerprint`` may be reused or resumed: a task cleared after its
+    upstream made new data (or after the DAG changed the training) must train again, not return the
+    old model.
+    """
+
+    runs: list[Any]
+    fingerprint: str
+
+    def _current(self, run: Any) -> bool:
+        return run.data.tags.get(FINGERPRINT_TAG) == self.fingerprint and SUPERSEDED_TAG not in run.data.tags
+
+    @property
+    def reusable_run(self) -> Any | None:
+        """The newest FINISHED run made from the same inputs: a retry returns it without training."""
+        return next((r for r in self.runs if r.info.status == "FINISHED" and self._current(r)), None)
+
+    @property
+    def resumable_run(self) -> Any | None:
+        """The newest unfinished run made from the same inputs (a study to continue)."""
+        return next((r for r in self.runs if r.info.status != "FINISHED" and self._current(r)), None)
+
+    @property
+    def outdated_run_ids(self) -> list[str]:
+        """FINISHED runs made from other inputs, not yet marked superseded."""
+        return [r.info.run_id for r in self.runs if r.info.status == "FINISHED"
+                and SUPERSEDED_TAG not in r.data.tags and not self._current(r)]
 
     @property
     def abandoned_run_ids(self) -> list[str]:
         """Runs still RUNNING although their attempt is over."""
-        return [run.info.run_id for run in self.unfinished_runs if run.info.status in ("RUNNING", "SCHEDULED")]
+        return [r.info.run_id for r in self.runs if r.info.status in ("RUNNING", "SCHEDULED")]
 
 
-def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, Any]) -> EarlierAttempts:
-    """Look at the top-level runs earlier attempts of this task instance left in ``experiment_id``."""
+def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, Any], current: str) -> EarlierAttempts:
+    """The top-level runs earlier attempts of this task instance left in ``experiment_id``."""
     runs, page_token = [], None
     while True:  # every page: a study's trial runs carry the same tags and can be thousands
         page = client.search_runs(
@@ -59,8 +95,13 @@ def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, An
         page_token = page.token
         if not page_token:
             break
-    finished = [run for run in runs if run.info.status == "FINISHED"]
-    return EarlierAttempts(finished[0] if finished else None, [run for run in runs if run.info.status != "FINISHED"])
+    return EarlierAttempts(runs, current)
+
+
+def supersede(client: Any, run_ids: list[str], new_run_id: str) -> None:
+    """Say on each earlier run of the task instance that ``new_run_id``, made from other inputs, replaces it."""
+    for run_id in run_ids:
+        client.set_tag(run_id, SUPERSEDED_TAG, new_run_id)
 
 
 def fail_abandoned_runs(client: Any, run_ids: list[str], try_number: Any) -> None:

@@ -49,13 +49,13 @@ with DAG(
 
 with DAG(
     dag_id="tune_killed", schedule=None, start_date=datetime(2026, 1, 1),
-    # the retry comes after the grace period, so the killed trial is stale by then
-    default_args={"retries": 1, "retry_delay": timedelta(seconds=6)},
+    # the retry comes long before the grace period: the killed trial must not stay RUNNING all the same
+    default_args={"retries": 1, "retry_delay": timedelta(seconds=1)},
 ):
     data = snapshot_of_generated_data()
     OptunaTuneOperator(task_id="tune", input_snapshot=data.output, target="label", n_trials=6,
                        objective="tests.scheduler_tasks:objective_killed_after_three_trials",
-                       metric="accuracy", direction="maximize", heartbeat_interval=1, grace_period=3)
+                       metric="accuracy", direction="maximize", heartbeat_interval=10, grace_period=120)
 
 with DAG(
     dag_id="backfilled", schedule="@daily", start_date=datetime(2026, 1, 1), end_date=datetime(2026, 1, 31),
