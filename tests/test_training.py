@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -13,7 +12,6 @@ import pytest
 
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.snapshots import SnapshotStore
-from tests.conftest import MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD
 from tests.task_process import attempt_config, run_attempt, run_in_process, runs_of
 
 
@@ -94,38 +92,6 @@ def test_a_regressor_is_evaluated_with_regression_metrics_and_residuals(tmp_path
     )["result"]
     assert {"r2_score", "mean_absolute_error", "root_mean_squared_error"} <= set(result["metrics"])
     assert "residuals.png" in {a.path for a in embedded_client.list_artifacts(result["run_id"])}
-
-
-@pytest.mark.postgres
-def test_runs_on_a_server_with_postgres_and_basic_auth(tmp_path, snapshot, mlflow_server, mlflow_conn, markers):
-    """(Where the credentials may go, log output included, is tested in test_credentials.py.)"""
-    import mlflow
-    import requests
-
-    _, record = snapshot
-    config = attempt_config(
-        tmp_path, record.uri, 1, train_fn="tests.train_functions:counting_train",
-        hyperparams={"C": 0.5}, mlflow_conn_id=mlflow_conn,
-    )
-    result = run_attempt(config)["result"]
-
-    anonymous = requests.get(f"{mlflow_server['url']}/api/2.0/mlflow/runs/get", params={"run_id": result["run_id"]})
-    assert anonymous.status_code == 401  # the server really demands credentials
-    authorized = requests.get(
-        f"{mlflow_server['url']}/api/2.0/mlflow/runs/get", params={"run_id": result["run_id"]},
-        auth=(MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD),
-    ).json()["run"]
-    assert authorized["info"]["status"] == "FINISHED"
-    assert {p["key"]: p["value"] for p in authorized["data"]["params"]}["C"] == "0.5"
-    assert "train_rows" in {m["key"] for m in authorized["data"]["metrics"]}
-    assert authorized["inputs"]["dataset_inputs"][0]["dataset"]["digest"] == record.snapshot_id[:32]
-
-    recorded = json.dumps(authorized)
-    for secret in (MLFLOW_ADMIN_PASSWORD, "Basic "):
-        assert secret not in recorded
-    for credential in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
-        assert credential not in os.environ
-    assert mlflow.get_tracking_uri() != mlflow_server["url"]  # the hook's session is over
 
 
 @pytest.mark.postgres
