@@ -67,6 +67,54 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registry_client(args: argparse.Namespace):
+    """An MlflowClient on ``--tracking-uri``, else MLFLOW_TRACKING_URI, else the embedded store.
+
+    A server's credentials come from MLflow's own variables (MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN).
+    """
+    import os
+
+    import mlflow
+
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        from airflow_mlops.embedded import embedded_tracking_store
+
+        uri = embedded_tracking_store()
+    return mlflow.MlflowClient(uri, uri)
+
+
+def _print_entry(entry: dict) -> None:
+    moved = f"{entry['alias']}: {entry.get('from_version') or '-'} -> {entry.get('to_version') or '-'}"
+    print(f"{entry['seq']:>4}  {entry['at'][:19].replace('T', ' ')}  {entry['action']:<8}  {moved:<28}  {entry['by']}  {entry['reason']}")
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from airflow_mlops.registry.history import history
+
+    entries = history(_registry_client(args), args.name)
+    if args.format == "json":
+        print(json.dumps(entries, indent=2))
+        return 0
+    for entry in entries:
+        _print_entry(entry)
+    return 0
+
+
+def _cmd_promote(args: argparse.Namespace) -> int:
+    from airflow_mlops.registry.promotion import promote
+
+    _print_entry(promote(_registry_client(args), args.name, args.version, args.reason, lock_url=args.lock_url))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from airflow_mlops.registry.promotion import rollback
+
+    _print_entry(rollback(_registry_client(args), args.name, args.reason, lock_url=args.lock_url))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-mlops", description=__doc__.splitlines()[0])
     store_options = argparse.ArgumentParser(add_help=False)
@@ -97,6 +145,27 @@ def build_parser() -> argparse.ArgumentParser:
     log = verbs.add_parser("log", parents=[store_options], help="list snapshots, newest first")
     log.add_argument("--format", choices=("table", "json"), default="table")
     log.set_defaults(run=_cmd_log)
+
+    registry_options = argparse.ArgumentParser(add_help=False)
+    registry_options.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the embedded store)")
+    registry_options.add_argument("name", help="registered model name")
+    lock_options = argparse.ArgumentParser(add_help=False)
+    lock_options.add_argument(
+        "--lock-url", help="SQLAlchemy URL of the PostgreSQL database for the promotion lock (default: a file lock on this machine)"
+    )
+
+    history = verbs.add_parser("history", parents=[registry_options], help="a registered model's alias moves, oldest first")
+    history.add_argument("--format", choices=("table", "json"), default="table")
+    history.set_defaults(run=_cmd_history)
+
+    promote = verbs.add_parser("promote", parents=[registry_options, lock_options], help="make a version the champion")
+    promote.add_argument("version")
+    promote.add_argument("--reason", required=True)
+    promote.set_defaults(run=_cmd_promote)
+
+    rollback = verbs.add_parser("rollback", parents=[registry_options, lock_options], help="champion back to previous-champion")
+    rollback.add_argument("--reason", required=True)
+    rollback.set_defaults(run=_cmd_rollback)
     return parser
 
 
@@ -109,6 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as error:  # an unwritable store, a full disk: one line, not a traceback
         print(f"airflow-mlops: error: {error.strerror or error}: {error.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 2
+    except Exception as error:  # an MLflow error (unknown model, version or server): one line too
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(error, MlflowException):
+            raise
+        print(f"airflow-mlops: error: {error.message}", file=sys.stderr)
         return 2
 
 

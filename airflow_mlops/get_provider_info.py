@@ -19,7 +19,7 @@ def get_provider_info() -> dict:
         "operators": [
             {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.operators.snapshot"]},
             {"integration-name": "Spark ETL", "python-modules": ["airflow_mlops.operators.spark_etl"]},
-            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.operators.training"]},
+            {"integration-name": "MLflow", "python-modules": ["airflow_mlops.operators.training", "airflow_mlops.operators.predict", "airflow_mlops.operators.registry"]},
             {"integration-name": "Optuna", "python-modules": ["airflow_mlops.operators.tuning"]},
         ],
         "hooks": [
@@ -33,6 +33,7 @@ def get_provider_info() -> dict:
         ],
         "extra-links": [
             "airflow_mlops.links.mlflow.MlflowRunLink",
+            "airflow_mlops.links.registry.MlflowModelVersionLink",
             "airflow_mlops.links.spark.SparkUILink",
             "airflow_mlops.links.spark.SparkApplicationLink",
         ],

@@ -1,8 +1,10 @@
 """Operators: thin adapters from Airflow's task world onto airflow_mlops' core modules."""
 
+from airflow_mlops.operators.predict import BatchPredictOperator
+from airflow_mlops.operators.registry import RegisterModelOperator
 from airflow_mlops.operators.snapshot import DataSnapshotOperator
 from airflow_mlops.operators.spark_etl import SparkETLOperator
 from airflow_mlops.operators.training import MLflowTrainOperator
 from airflow_mlops.operators.tuning import OptunaTuneOperator
 
-__all__ = ["DataSnapshotOperator", "SparkETLOperator", "MLflowTrainOperator", "OptunaTuneOperator"]
+__all__ = ["BatchPredictOperator", "DataSnapshotOperator", "SparkETLOperator", "MLflowTrainOperator", "OptunaTuneOperator", "RegisterModelOperator"]

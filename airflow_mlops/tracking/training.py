@@ -8,6 +8,7 @@ MLflow dataset, the model, metrics on the held-out split, the code version and t
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 from collections.abc import Callable
@@ -100,7 +101,11 @@ def _fit(request: TrainingRequest, prepared: PreparedData) -> tuple[Any, dict[st
 def _training_params(request: TrainingRequest, prepared: PreparedData) -> dict[str, Any]:
     params = {**request.hyperparams, "seed": request.seed}
     if request.target is not None:
-        params.update(target=request.target, test_size=request.test_size)
+        # what rebuilding the held-out split needs (the registry's gate scores models on it)
+        stratified = prepared.model_type == "classifier" and bool(prepared.frame[request.target].value_counts().min() >= 2)
+        params.update(target=request.target, test_size=request.test_size, split_stratified=stratified)
+        if request.features:
+            params["features"] = json.dumps(list(request.features))
     if prepared.estimator is not None:
         params["estimator"] = type(prepared.estimator).__name__
     if request.train_fn is not None:

@@ -1,0 +1,142 @@
+"""RegisterModelOperator: register a training run's model and promote it through the champion gate."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk import BaseHook, BaseOperator
+
+from airflow_mlops.errors import MlopsError
+from airflow_mlops.hooks.mlflow import MlflowHook
+from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
+from airflow_mlops.links.registry import MlflowModelVersionLink
+from airflow_mlops.operators._base import parse_mapping
+from airflow_mlops.utils.airflow_context import task_identity
+
+_DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"}
+
+
+class RegisterModelOperator(BaseOperator):
+    """Register a training run's model as a version of a registered model, then run the champion gate.
+
+    Registration is idempotent: a retry, or another task registering the same run, gets the existing
+    version. The version is tagged with its training run, input snapshot and this task instance.
+
+    The gate scores the challenger and the current champion (alias ``champion``) on the same rows: the
+    challenger's held-out test split, rebuilt from its training run's record (snapshot, target,
+    features, seed, test size), with the metrics of ``mlflow.models.evaluate``. Better by the rule: it
+    takes the champion alias and the old champion gets ``previous-champion``; not better: it gets
+    ``challenger``; below ``floor``: no alias. With no champion yet, the first version above the floor
+    becomes champion. Decision, scores, evaluation data and reason become version tags; every alias
+    move is appended to the registered model's promotion history (``airflow-mlops history NAME``).
+
+    Concurrent promotions (a backfill) are serialized by a lock around read champion → score → decide
+    → move aliases: a PostgreSQL advisory lock on ``lock_conn_id`` (across workers and machines), else
+    a file lock under ``$AIRFLOW_HOME/airflow_mlops/locks`` (workers on one machine only).
+
+    :param model_name: registered model name (templated).
+    :param training: an ``MLflowTrainOperator`` result (``train_task.output``) or a run id (templated).
+    :param metric: deciding metric; default ``roc_auc`` (classifiers) or ``root_mean_squared_error``.
+    :param direction: ``maximize`` or ``minimize``; default the metric's own.
+    :param min_improvement: how much better than the champion; strictly better when 0.
+    :param relative_improvement: ``min_improvement`` is a fraction of the champion's score.
+    :param floor: absolute bound the challenger must reach to get any alias.
+    :param guard_metrics: dict (or JSON text, templated) of other metric → tolerated worsening.
+    :param description: version description (templated); default names the run and snapshot.
+    :param champion_alias: alias of the serving version.
+    :param challenger_alias: alias of the latest version that did not beat the champion.
+    :param previous_alias: alias of the champion before the last promotion (what rollback restores).
+    :param mlflow_conn_id: Airflow ``mlflow`` connection; the embedded store when not configured.
+    :param lock_conn_id: Airflow ``postgres`` connection (or any with an extra ``url``) for the lock.
+    :param store: snapshot store for bare snapshot ids.
+    :param aws_conn_id: AWS connection for ``s3://`` snapshot stores.
+    :return: ``{"name", "version", "decision", "aliases", "challenger_score", "champion_score", "reason"}``.
+    """
+
+    template_fields: Sequence[str] = ("model_name", "training", "guard_metrics", "description")
+    operator_extra_links = (MlflowModelVersionLink(),)
+    ui_color = "#e4f0d6"
+
+    def __init__(
+        self,
+        *,
+        model_name: str,
+        training: dict[str, Any] | str,
+        metric: str | None = None,
+        direction: str | None = None,
+        min_improvement: float = 0.0,
+        relative_improvement: bool = False,
+        floor: float | None = None,
+        guard_metrics: dict[str, float] | str | None = None,
+        description: str | None = None,
+        champion_alias: str = "champion",
+        challenger_alias: str = "challenger",
+        previous_alias: str = "previous-champion",
+        mlflow_conn_id: str | None = MlflowHook.default_conn_name,
+        lock_conn_id: str | None = None,
+        store: str | None = None,
+        aws_conn_id: str | None = "aws_default",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.model_name = model_name
+        self.training = training
+        self.metric = metric
+        self.direction = direction
+        self.min_improvement = min_improvement
+        self.relative_improvement = relative_improvement
+        self.floor = floor
+        self.guard_metrics = guard_metrics
+        self.description = description
+        self.champion_alias = champion_alias
+        self.challenger_alias = challenger_alias
+        self.previous_alias = previous_alias
+        self.mlflow_conn_id = mlflow_conn_id
+        self.lock_conn_id = lock_conn_id
+        self.store = store
+        self.aws_conn_id = aws_conn_id
+
+    def lock_url(self) -> str | None:
+        """The SQLAlchemy URL of ``lock_conn_id``'s database, resolved as the Optuna storage hook does."""
+        if not self.lock_conn_id:
+            return None
+        from sqlalchemy.engine import URL
+
+        conn = BaseHook.get_connection(self.lock_conn_id)
+        if conn.extra_dejson.get("url"):
+            return conn.extra_dejson["url"]
+        driver = _DRIVERS.get(conn.conn_type)
+        if driver is None:
+            raise MlopsError(f"lock connection {self.lock_conn_id}: type {conn.conn_type!r} is not postgres; give it an extra 'url'")
+        url = URL.create(driver, username=conn.login or None, password=conn.password or None,
+                         host=conn.host or None, port=conn.port, database=conn.schema or None)
+        return url.render_as_string(hide_password=False)
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlops.registry.gate import GateRule
+        from airflow_mlops.registry.promotion import Aliases, register_and_gate
+
+        rule = GateRule(
+            metric=self.metric, direction=self.direction, min_improvement=float(self.min_improvement),
+            relative=self.relative_improvement, floor=self.floor,
+            guard_metrics={k: float(v) for k, v in parse_mapping(self.guard_metrics, "guard_metrics").items()},
+        )
+        hook = MlflowHook(self.mlflow_conn_id)
+
+        def linked(version: Any) -> None:
+            url = hook.settings.ui_url
+            if url:
+                MlflowModelVersionLink.persist(context, f"{url}/#/models/{version.name}/versions/{version.version}")
+            self.log.info("Model %s version %s", version.name, version.version)
+
+        with hook.tracking_session() as client:
+            result = register_and_gate(
+                client, self.model_name, self.training,
+                restore=lambda uri: restore_snapshot_ref(uri, self.store, self.aws_conn_id)[2],
+                rule=rule, aliases=Aliases(self.champion_alias, self.challenger_alias, self.previous_alias),
+                identity=task_identity(context), description=self.description, lock_url=self.lock_url(),
+                on_registered=linked,
+            )
+        self.log.info("Gate: version %s -> %s (%s)", result["version"], result["decision"], result["reason"])
+        return result

@@ -1,0 +1,185 @@
+"""RegisterModelOperator and the registry core against a real MLflow server (PostgreSQL backend, basic auth).
+
+Models of known quality on the ``snapshot`` table: logistic regressions on feature subsets (held-out
+roc_auc: f4 ≈ 0.51, f3 ≈ 0.84, f0 ≈ 0.93, f1 ≈ 0.96, f0+f1 ≈ 0.97, f1+f2+f3 ≈ 0.97).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD, run_cli
+from tests.task_process import attempt_config, run_attempt, run_in_process
+
+
+
+def train(tmp_path, record, mlflow_conn, features: list[str]) -> dict:
+    """One finished MLflowTrainOperator run (its own task instance) on ``features``."""
+    config = attempt_config(
+        tmp_path, record.uri, 1, estimator="sklearn.linear_model.LogisticRegression",
+        hyperparams={"max_iter": 500}, features=features, mlflow_conn_id=mlflow_conn,
+    )
+    config["task_id"] = "train_" + "_".join(features)
+    return run_attempt(config)["result"]
+
+
+def register_config(tmp_path, model_name, training, mlflow_conn, n, try_number=1, **gate) -> dict:
+    """An attempt of task ``register`` in its own DAG run ``n``."""
+    return {
+        "dag_id": "retrain", "run_id": f"scheduled__{n}", "task_id": "register", "try_number": try_number,
+        "logical_date": "2026-01-01T00:00:00+00:00", "output": str(tmp_path / f"register-{n}-{try_number}.json"),
+        "operator_class": "RegisterModelOperator",
+        "operator": {"model_name": model_name, "training": training, "mlflow_conn_id": mlflow_conn, "floor": 0.7, **gate},
+    }
+
+
+def own_score(store, record, model_uri, tmp_path) -> float:
+    """roc_auc of a model on the held-out split of the snapshot, computed here independently."""
+    import mlflow
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    frame = pd.read_csv(store.materialize(record.snapshot_id, tmp_path / "own") / "train.csv")
+    X, y = frame.drop(columns=["label"]), frame["label"]
+    _, X_test, _, y_test = train_test_split(X, y, test_size=0.2, random_state=42, stratify=y)
+    model = mlflow.sklearn.load_model(model_uri)
+    return float(roc_auc_score(y_test, model.predict_proba(X_test[list(model.feature_names_in_)])[:, 1]))
+
+
+@pytest.fixture
+def model_name() -> str:
+    return f"fraud-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def client(mlflow_conn):
+    from airflow_mlops.hooks.mlflow import MlflowHook
+
+    with MlflowHook(mlflow_conn).tracking_session() as session:
+        yield session
+
+
+def test_the_gate_rule_on_scores():
+    from airflow_mlops.registry.gate import GateRule, decide
+
+    rule = GateRule("root_mean_squared_error", min_improvement=0.1, relative=True, guard_metrics={"max_error": 0.5})
+    assert decide(rule, {"root_mean_squared_error": 0.95, "max_error": 3.0}, {"root_mean_squared_error": 1.0, "max_error": 3.0}).decision == "challenger"
+    assert decide(rule, {"root_mean_squared_error": 0.8, "max_error": 3.0}, {"root_mean_squared_error": 1.0, "max_error": 3.0}).decision == "champion"
+    guarded = decide(rule, {"root_mean_squared_error": 0.8, "max_error": 4.0}, {"root_mean_squared_error": 1.0, "max_error": 3.0})
+    assert guarded.decision == "challenger" and "max_error gets worse by 1" in guarded.reason
+    floor = GateRule("roc_auc", floor=0.7)
+    assert decide(floor, {"roc_auc": 0.69}, None).decision == "rejected"
+    assert decide(floor, {"roc_auc": 0.71}, None).decision == "champion"
+    assert decide(floor, {"roc_auc": 0.8}, {"roc_auc": 0.8}).decision == "challenger"  # a tie keeps the champion
+
+
+@pytest.mark.postgres
+def test_gate_decisions_history_and_rollback(tmp_path, snapshot, mlflow_server, mlflow_conn, client, model_name):
+    from airflow_mlops.registry.history import history
+
+    store, record = snapshot
+    runs = {name: train(tmp_path, record, mlflow_conn, features)
+            for name, features in {"f0": ["f0"], "f4": ["f4"], "f3": ["f3"], "f01": ["f0", "f1"]}.items()}
+
+    def register(name, n):
+        outcome = run_attempt(register_config(tmp_path, model_name, runs[name], mlflow_conn, n))
+        return outcome["result"], outcome["xcom"]
+
+    first, xcom = register("f0", 1)
+    assert first["decision"] == "champion" and first["aliases"] == ["champion"] and first["champion_score"] is None
+    assert xcom["_link_MlflowModelVersionLink"] == f"{mlflow_server['url']}/#/models/{model_name}/versions/1"
+    tags = client.get_model_version(model_name, "1").tags
+    assert tags["airflow_mlops.training_run_id"] == runs["f0"]["run_id"]
+    assert tags["airflow_mlops.snapshot_id"] == record.snapshot_id
+    assert tags["airflow.dag_id"] == "retrain" and tags["airflow.task_id"] == "register"
+    assert record.snapshot_id in client.get_model_version(model_name, "1").description
+
+    below_floor, _ = register("f4", 2)
+    assert below_floor["decision"] == "rejected" and below_floor["aliases"] == [] and "floor" in below_floor["reason"]
+
+    worse, _ = register("f3", 3)
+    assert worse["decision"] == "challenger" and worse["aliases"] == ["challenger"]
+    # the champion was re-scored on the challenger's held-out rows, with the same metric definition
+    assert worse["champion_score"] == pytest.approx(own_score(store, record, f"models:/{model_name}/1", tmp_path), abs=1e-12)
+    assert worse["challenger_score"] == pytest.approx(own_score(store, record, f"models:/{model_name}/3", tmp_path), abs=1e-12)
+    tags = client.get_model_version(model_name, "3").tags
+    assert tags["airflow_mlops.gate.decision"] == "challenger" and tags["airflow_mlops.gate.champion_version"] == "1"
+    evaluation = json.loads(tags["airflow_mlops.gate.evaluation_data"])
+    assert evaluation["snapshot_id"] == record.snapshot_id and evaluation["split"] == "test" and evaluation["rows"] == 80
+
+    better, _ = register("f01", 4)
+    assert better["decision"] == "champion" and better["challenger_score"] > better["champion_score"]
+    assert client.get_model_version_by_alias(model_name, "champion").version == "4"
+    assert client.get_model_version_by_alias(model_name, "previous-champion").version == "1"
+
+    entries = history(client, model_name)
+    assert [(e["alias"], e["from_version"], e["to_version"]) for e in entries] == [
+        ("champion", None, "1"), ("challenger", None, "3"), ("champion", "1", "4")
+    ]
+    assert entries[2]["by"] == "retrain/scheduled__4/register#1" and entries[2]["scores"]["metric"] == "roc_auc"
+
+    env = {**os.environ, "MLFLOW_TRACKING_USERNAME": MLFLOW_ADMIN, "MLFLOW_TRACKING_PASSWORD": MLFLOW_ADMIN_PASSWORD}
+    run_cli("rollback", model_name, "--reason", "alerts on version 4", "--tracking-uri", mlflow_server["url"], env=env, check=True)
+    assert client.get_model_version_by_alias(model_name, "champion").version == "1"
+    shown = run_cli("history", model_name, "--format", "json", "--tracking-uri", mlflow_server["url"], env=env, check=True)
+    entries = json.loads(shown.stdout)
+    assert len(entries) == 4 and entries[-1]["action"] == "rollback"
+    assert (entries[-1]["from_version"], entries[-1]["to_version"], entries[-1]["reason"]) == ("4", "1", "alerts on version 4")
+    assert entries[-1]["by"].startswith("cli:")
+    again = run_cli("rollback", model_name, "--reason", "twice", "--tracking-uri", mlflow_server["url"], env=env)
+    assert again.returncode == 2 and "no 'previous-champion' alias" in again.stderr
+
+
+@pytest.mark.postgres
+def test_a_retry_after_the_version_was_created_finishes_the_promotion(tmp_path, snapshot, mlflow_conn, client, model_name):
+    from airflow_mlops.registry.history import history
+    from airflow_mlops.registry.registration import register
+
+    _, record = snapshot
+    weak, strong = train(tmp_path, record, mlflow_conn, ["f0"]), train(tmp_path, record, mlflow_conn, ["f0", "f1"])
+    run_attempt(register_config(tmp_path, model_name, weak, mlflow_conn, 1))
+
+    version, created = register(client, model_name, strong)  # attempt 1 died right after this step
+    assert created and version.version == "2" and not client.get_model_version(model_name, "2").aliases
+
+    retried = run_attempt(register_config(tmp_path, model_name, strong, mlflow_conn, 2, try_number=2))["result"]
+    assert retried["version"] == "2" and retried["decision"] == "champion"
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 2
+    again = run_attempt(register_config(tmp_path, model_name, strong["run_id"], mlflow_conn, 2, try_number=3))["result"]
+    assert again == retried  # the decision recorded on the version, not a second gate
+    assert len(history(client, model_name)) == 2
+
+
+@pytest.mark.postgres
+def test_concurrent_promotions_end_with_the_best_as_champion(
+    tmp_path, snapshot, mlflow_conn, client, model_name, postgres_url, monkeypatch
+):
+    from airflow_mlops.registry.history import history
+
+    monkeypatch.setenv("AIRFLOW_CONN_REGISTRY_LOCK", json.dumps({"conn_type": "postgres", "extra": {"url": postgres_url}}))
+    _, record = snapshot
+    feature_sets = [["f3"], ["f0"], ["f1"], ["f0", "f1"], ["f1", "f2", "f3"]]
+    runs = [train(tmp_path, record, mlflow_conn, features) for features in feature_sets]
+    configs = [register_config(tmp_path, model_name, run, mlflow_conn, n, lock_conn_id="registry_lock")
+               for n, run in enumerate(runs)]
+    processes = [run_in_process(config) for config in configs]
+    deadline = time.monotonic() + 300
+    for process in processes:
+        process.wait(timeout=max(1, deadline - time.monotonic()))
+    assert [p.returncode for p in processes] == [0] * 5, [
+        (tmp_path / f"register-{n}-1.log").read_text()[-2000:] for n, p in enumerate(processes) if p.returncode
+    ]
+    results = [json.loads((tmp_path / f"register-{n}-1.json").read_text())["result"] for n in range(5)]
+    best = max(results, key=lambda result: result["challenger_score"])
+    assert best["challenger_score"] == max(r["challenger_score"] for r in results)
+    champion = client.get_model_version_by_alias(model_name, "champion")
+    assert champion.tags["airflow_mlops.training_run_id"] == runs[4]["run_id"]
+    assert champion.version == best["version"]
+    assert len(history(client, model_name)) == 5
+    assert len(client.search_model_versions(f"name = '{model_name}'")) == 5
