@@ -11,16 +11,15 @@ builder removes. Opening a store that is already current takes the lock only for
 
 from __future__ import annotations
 
-import fcntl
 import os
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 
 from airflow_mlops.config import embedded_artifact_root, embedded_optuna_db, embedded_tracking_db
+from airflow_mlops.utils.file_lock import exclusive_file_lock
 
 _SQLITE_SIDE_FILES = ("", "-journal", "-wal", "-shm")
 
@@ -46,7 +45,7 @@ def ensure_sqlite_database(path: Path, is_current: Callable[[str], bool], build:
     The result replaces ``path`` in one rename, so no process ever opens a half-built store.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive_lock(path.with_name(path.name + ".lock")):
+    with exclusive_file_lock(path.with_name(path.name + ".lock")):
         if path.exists() and is_current(_sqlite_url(path)):
             return
         _remove_staging_files(path)  # left by a builder that was killed: nobody else builds now
@@ -60,17 +59,6 @@ def ensure_sqlite_database(path: Path, is_current: Callable[[str], bool], build:
             os.replace(staging, path)
         finally:
             _remove_staging_files(path)
-
-
-@contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """An advisory lock held by this process until the block ends (or the process dies)."""
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _remove_staging_files(path: Path) -> None:

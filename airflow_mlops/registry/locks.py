@@ -14,13 +14,13 @@ in a backfill could each read the same champion and the last writer would win, b
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from airflow_mlops.config import mlops_home
 from airflow_mlops.errors import MlopsError
+from airflow_mlops.utils.file_lock import exclusive_file_lock
 
 
 def lock_key(model_name: str) -> int:
@@ -68,9 +68,5 @@ def _file_lock(model_name: str) -> Iterator[None]:
     directory = mlops_home() / "locks"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"registry-{hashlib.sha256(model_name.encode()).hexdigest()[:24]}.lock"
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with exclusive_file_lock(path):
+        yield

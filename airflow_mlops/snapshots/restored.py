@@ -15,12 +15,10 @@ be reading them); hidden folders a killed process left go after a day.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +26,7 @@ from airflow_mlops.config import RESTORED_BUDGET_BYTES
 from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots.hashing import digest_file
 from airflow_mlops.snapshots.scan import scan_tree
+from airflow_mlops.utils.file_lock import exclusive_file_lock
 from airflow_mlops.snapshots.statcache import RACY_WINDOW_NS, FileStat, StatCache, now_ns
 
 if TYPE_CHECKING:
@@ -65,7 +64,7 @@ def materialize(
         _seal(staging, mtime_ns=sealed_at - RACY_WINDOW_NS - 1)
         digests = {entry.path: entry.digest for entry in entries}
         stats = {f"{target}/{rel}": (stat, digests[rel]) for rel, _path, stat in scan_tree(staging)}
-        with _locked(cache_root):  # a concurrent restore may have put it in place meanwhile
+        with exclusive_file_lock(cache_root / ".lock"):  # a concurrent restore may have put it in place meanwhile
             if not (target.is_dir() and _restored_intact(target, entries, stat_cache)):
                 damaged = _set_aside(target)
                 os.rename(staging, target)
@@ -130,14 +129,6 @@ def _seal(folder: Path, mtime_ns: int) -> None:
         os.chmod(directory, 0o555)
 
 
-@contextlib.contextmanager
-def _locked(cache_root: Path) -> Iterator[None]:
-    """Held while a restored folder is put in place or taken away (never while tasks read them)."""
-    with open(cache_root / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
 def _set_aside(folder: Path) -> Path | None:
     """Rename ``folder`` to a hidden name beside it, to delete at leisure; None if it is not there."""
     aside = folder.with_name(f".{folder.name[:12]}.{uuid.uuid4().hex}.old")
@@ -176,7 +167,7 @@ def _evict(cache_root: Path, keep: Path, budget_bytes: int, min_idle_s: float, s
     now = now_ns()
     folders: list[tuple[int, str]] = []
     doomed: list[Path | None] = []
-    with _locked(cache_root):
+    with exclusive_file_lock(cache_root / ".lock"):  # taken to put folders in place or away, never to read them
         for entry in os.scandir(cache_root):
             if not entry.is_dir(follow_symlinks=False):
                 continue
