@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import run_task, timed
+from _common import RESULT, measure_in_child, run_task, timed
 
-RESULT = "etl_bench result: "  # the worker's answer, among whatever else Airflow and Spark print
 
 
 def pandas_customer_features(frame):
@@ -84,26 +81,6 @@ def run_spark(raw_uri: str, store: str, driver_memory: str) -> dict:
     return {"customers": len(features), "total_amount": float(features["total_amount"].sum())}
 
 
-def measure(worker_args: list[str]) -> dict:
-    """Run one measurement in a child process; its wall time, peak RSS (with children) and its answer."""
-    import psutil
-
-    child = subprocess.Popen([sys.executable, __file__, "--worker", *worker_args], stdout=subprocess.PIPE, text=True)
-    process, peak = psutil.Process(child.pid), 0
-    while child.poll() is None:
-        try:
-            tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    output = child.stdout.read()
-    if child.returncode != 0:
-        raise SystemExit(f"worker {worker_args} failed")
-    (answer,) = [line[len(RESULT):] for line in output.splitlines() if line.startswith(RESULT)]
-    return {**json.loads(answer), "peak_mb": peak / 2**20}
-
-
 def worker(args: argparse.Namespace) -> None:
     answer: dict = {}
 
@@ -159,14 +136,14 @@ def main() -> None:
         root = workdir / f"rows_{rows}"
         raw, raw_uri = prepare(rows, root, args.format)
         (root / "pandas_out").mkdir()
-        pandas = measure(["pandas", "--source", str(raw), "--output", str(root / "pandas_out")])
-        spark = measure(["spark", "--source", raw_uri, "--store", str(root / "out_store"), "--driver-memory", args.driver_memory])
+        pandas = measure_in_child(__file__, ["pandas", "--source", str(raw), "--output", str(root / "pandas_out")])
+        spark = measure_in_child(__file__, ["spark", "--source", raw_uri, "--store", str(root / "out_store"), "--driver-memory", args.driver_memory])
         if spark["customers"] != pandas["customers"] or abs(spark["total_amount"] - pandas["total_amount"]) > 0.01 * rows:
             raise SystemExit(f"engines disagree at {rows} rows: spark {spark} pandas {pandas}")
         for name, result in (("pandas", pandas), ("spark", spark)):
             print(f"{rows:>10,} {name:>8} {result['seconds']:>8.1f} {rows / result['seconds']:>11,.0f} {result['peak_mb']:>8,.0f}", end="")
             print(f"   {spark['seconds'] / pandas['seconds']:>16.2f}x  {spark['peak_mb'] / pandas['peak_mb']:.2f}x" if name == "spark" else "")
-    startup = measure(["startup", "--driver-memory", args.driver_memory])
+    startup = measure_in_child(__file__, ["startup", "--driver-memory", args.driver_memory])
     print(f"Spark session start and stop alone (in every spark row above): {startup['seconds']:.1f} s, "
           f"{startup['peak_mb']:,.0f} MB")
 

@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _common import run_task, timed
+from _common import RESULT, measure_in_child, run_task, timed
 
-RESULT = "predict_bench result: "
 MODEL = "bench-scorer"
 FEATURES = [f"f{i}" for i in range(8)]
 
@@ -98,28 +95,6 @@ def run_operator(source_uri: str, store: str, spark: bool) -> dict:
             "snapshot_id": result["snapshot_id"]}
 
 
-def measure(worker_args: list[str]) -> dict:
-    """Run one measurement in a child process; its wall time, peak RSS (with children) and its answer."""
-    import psutil
-
-    with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: task logs would fill a pipe and block the worker
-        child = subprocess.Popen([sys.executable, __file__, "--worker", *worker_args], stdout=log, text=True)
-        process, peak = psutil.Process(child.pid), 0
-        while child.poll() is None:
-            try:
-                tree = [process, *process.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-            except psutil.Error:
-                pass
-            time.sleep(0.05)
-        log.seek(0)
-        output = log.read()
-    if child.returncode != 0:
-        raise SystemExit(f"worker {worker_args} failed")
-    (answer,) = [line[len(RESULT):] for line in output.splitlines() if line.startswith(RESULT)]
-    return {**json.loads(answer), "peak_mb": peak / 2**20}
-
-
 def worker(args: argparse.Namespace) -> None:
     answer: dict = {}
 
@@ -152,10 +127,10 @@ def main() -> None:
     for rows in args.rows:
         root = workdir / f"rows_{rows}"
         data, uri = prepare(rows, root)
-        direct = measure(["direct", "--source", str(data)])
+        direct = measure_in_child(__file__, ["direct", "--source", str(data)])
         results = {"direct": direct}
         for name in ("pandas", "spark"):
-            results[name] = measure([name, "--source", uri, "--store", str(root / f"out_{name}")])
+            results[name] = measure_in_child(__file__, [name, "--source", uri, "--store", str(root / f"out_{name}")])
             if (results[name]["rows"], results[name]["positives"]) != (direct["rows"], direct["positives"]):
                 raise SystemExit(f"{name} disagrees with model.predict at {rows} rows: {results[name]} vs {direct}")
         if results["pandas"]["snapshot_id"] != results["spark"]["snapshot_id"]:
