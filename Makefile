@@ -34,11 +34,13 @@ demo: $(INSTALLED)
 	@echo "  MLflow store:    sqlite:///$(DEMO_HOME)/airflow_mlops/mlflow.db (artifacts in $(DEMO_HOME)/airflow_mlops/mlartifacts)"
 	@echo "  MLflow UI:       $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(DEMO_HOME)/airflow_mlops/mlflow.db --port 5000"
 	@grep -o "MLflow run [0-9a-f]*: http[^ ]*" $(DEMO_HOME)/dags-test.log | sed 's/^/  /' || true
+	@grep -o "Gate: version .*)" $(DEMO_HOME)/dags-test.log | sed 's/^/  fraud_detection /' || true
+	@echo "  History:         AIRFLOW_HOME=$(DEMO_HOME) $(VENV)/bin/airflow-mlops history fraud_detection"
 	@AIRFLOW_HOME=$(DEMO_HOME) $(VENV)/bin/airflow-mlops log | head -n 5
 
 ## Run the test suite (services it needs: PostgreSQL on 127.0.0.1:5432; moto's S3 server is started by the tests).
 test: $(INSTALLED)
-	$(PY) -m pytest -q -ra --durations=15
+	$(PY) -m pytest -q -ra --durations=25
 
 bench: $(INSTALLED)
 	$(PY) benchmarks/snapshot_bench.py

@@ -1,6 +1,7 @@
 """``airflow-mlops``: the core verbs from a shell, without a running Airflow.
 
-Exit codes: 0 success, 1 verification found damage, 2 bad input (one line on stderr).
+Exit codes: 0 success, 1 verification found damage or a reproduction differs, 2 bad input or a refusal
+(one line on stderr).
 """
 
 from __future__ import annotations
@@ -67,6 +68,21 @@ def _cmd_log(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    from airflow_mlops.lineage.graph import LineageWalker
+    from airflow_mlops.lineage.render import render
+
+    lineage = LineageWalker(_open_store(args), _registry_client(args)).walk(args.ref)
+    print(render(lineage, args.format))
+    return 0
+
+
+def _cmd_reindex(args: argparse.Namespace) -> int:
+    store = _open_store(args)
+    print(f"indexed {store.reindex()} snapshot records in {store.uri}")
+    return 0
+
+
 def _registry_client(args: argparse.Namespace):
     """An MlflowClient on ``--tracking-uri``, else MLFLOW_TRACKING_URI, else the embedded store.
 
@@ -115,6 +131,32 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _local_spark():
+    """Spark on local[*] in this process, to re-run an ETL job (the Spark hook loads Airflow)."""
+    from airflow.sdk.log import configure_logging
+
+    from airflow_mlops.hooks.spark import SparkHook
+
+    configure_logging(output=sys.stderr)  # stdout carries the report only
+    return SparkHook(None, app_name="airflow-mlops.reproduce")
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    import mlflow
+
+    from airflow_mlops.reproduce import reproduce
+
+    client = _registry_client(args)
+    mlflow.set_tracking_uri(client.tracking_uri)  # the new run is logged through MLflow's fluent API
+    report = reproduce(
+        args.ref, client=client, default_store=args.store, tolerance=args.tolerance,
+        allow_code_drift=args.allow_code_drift, spark_runner=_local_spark,
+        open_store=lambda uri: _open_store(argparse.Namespace(store=uri, aws_conn_id=args.aws_conn_id)),
+    )
+    print(report.render())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="airflow-mlops", description=__doc__.splitlines()[0])
     store_options = argparse.ArgumentParser(add_help=False)
@@ -125,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     store_options.add_argument(
         "--aws-conn-id", default="aws_default", help="Airflow AWS connection for s3:// stores"
+    )
+    tracking_options = argparse.ArgumentParser(add_help=False)
+    tracking_options.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the embedded store)"
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
 
@@ -146,8 +192,15 @@ def build_parser() -> argparse.ArgumentParser:
     log.add_argument("--format", choices=("table", "json"), default="table")
     log.set_defaults(run=_cmd_log)
 
-    registry_options = argparse.ArgumentParser(add_help=False)
-    registry_options.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else the embedded store)")
+    lineage = verbs.add_parser("lineage", parents=[store_options, tracking_options], help="where a snapshot, run or model version came from and went")
+    lineage.add_argument("ref", help="snapshot id or unique prefix, MLflow run id, models:/NAME/VERSION or models:/NAME@ALIAS")
+    lineage.add_argument("--format", choices=("tree", "json", "dot"), default="tree")
+    lineage.set_defaults(run=_cmd_lineage)
+
+    reindex = verbs.add_parser("reindex", parents=[store_options], help="rebuild a snapshot store's lineage index")
+    reindex.set_defaults(run=_cmd_reindex)
+
+    registry_options = argparse.ArgumentParser(add_help=False, parents=[tracking_options])
     registry_options.add_argument("name", help="registered model name")
     lock_options = argparse.ArgumentParser(add_help=False)
     lock_options.add_argument(
@@ -166,6 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = verbs.add_parser("rollback", parents=[registry_options, lock_options], help="champion back to previous-champion")
     rollback.add_argument("--reason", required=True)
     rollback.set_defaults(run=_cmd_rollback)
+
+    reproduce = verbs.add_parser(
+        "reproduce", parents=[store_options, tracking_options],
+        help="re-create a training run, tuning trial or ETL snapshot from its record and compare (exit 1: differs)",
+    )
+    reproduce.add_argument("ref", help="MLflow run id (training run or trial), or snapshot id (--store) or <store>#<id>")
+    reproduce.add_argument("--tolerance", type=float, default=0.0, help="largest absolute metric difference that matches (default: exact)")
+    reproduce.add_argument("--allow-code-drift", action="store_true", help="reproduce even if the recorded code files changed (they are named)")
+    reproduce.set_defaults(run=_cmd_reproduce)
     return parser
 
 

@@ -3,7 +3,9 @@
 generate (stand-in for your ingestion) -> snapshot the raw transactions (the data version)
 -> aggregate them per customer with Spark into a features snapshot whose record names the raw one
 -> tune a fraud classifier on the features (resumable Optuna study, a nested MLflow run per trial)
--> train it with the best hyperparameters as one MLflow run that traces back to both snapshots.
+-> train it with the best hyperparameters as one MLflow run that traces back to both snapshots
+-> register it and let the gate decide on PR-AUC, champion and challenger scored on the same held-out rows
+-> score the day's customers with the champion into a predictions snapshot that names the model version.
 Spark runs on the ``spark_default`` connection's cluster, or ``local[*]`` where there is none.
 Trigger from the UI with params, backfill with ``airflow backfill create``; tasks retry safely.
 """
@@ -15,8 +17,15 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task
 
 from airflow_mlops.config import mlops_home
-from airflow_mlops.etl.fraud import FEATURE_COLUMNS, LABEL
-from airflow_mlops.operators import DataSnapshotOperator, MLflowTrainOperator, OptunaTuneOperator, SparkETLOperator
+from airflow_mlops.etl.fraud import FEATURE_COLUMNS, KEY, LABEL
+from airflow_mlops.operators import (
+    BatchPredictOperator,
+    DataSnapshotOperator,
+    MLflowTrainOperator,
+    OptunaTuneOperator,
+    RegisterModelOperator,
+    SparkETLOperator,
+)
 
 # The day's data: the run's logical date, or the day it ran for runs that have none (API or Asset triggers).
 DATA_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
@@ -39,6 +48,9 @@ with DAG(
         "rows": Param(20_000, type="integer", minimum=100, maximum=50_000_000, description="transactions to generate"),
         "seed": Param(7, type="integer", minimum=0, description="generator seed, mixed with the data date"),
         "n_trials": Param(8, type="integer", minimum=1, maximum=500, description="tuning trials"),
+        "gate_metric": Param("precision_recall_auc", enum=["precision_recall_auc", "roc_auc", "f1_score"],
+                             description="metric the new model must improve to become champion"),
+        "min_improvement": Param(0.0, type="number", minimum=0, description="by how much (0: strictly better)"),
     },
     tags=["airflow-mlops", "example"],
 ) as dag:
@@ -76,5 +88,18 @@ with DAG(
         task_id="tune_fraud_model", search_space=SEARCH_SPACE, n_trials="{{ params.n_trials }}", metric="roc_auc", **model
     )
     train = MLflowTrainOperator(task_id="train_fraud_model", hyperparams=tune.output["best_params"], **model)
+
+    # The champion only moves when the new model beats it on the new model's held-out rows, by PR-AUC
+    # (fraud is rare) without losing more than 0.01 ROC AUC; a worse one is kept as "challenger".
+    register = RegisterModelOperator(
+        task_id="register_fraud_model", model_name="fraud_detection", training=train.output,
+        metric="{{ params.gate_metric }}", min_improvement="{{ params.min_improvement }}",
+        guard_metrics={"roc_auc": 0.01},
+    )
+    score_customers = BatchPredictOperator(
+        task_id="score_customers", model="models:/fraud_detection@champion",
+        input_snapshot=customer_features.output, key_columns=[KEY],
+    )
+    register >> score_customers
 
     generated >> snapshot_raw

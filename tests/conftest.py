@@ -188,14 +188,20 @@ def mlflow_server(postgres_url, tmp_path_factory):
         log.close()
 
 
-@pytest.fixture
-def mlflow_conn(mlflow_server, monkeypatch) -> str:
-    """An Airflow ``mlflow`` connection to the test server, with its credentials; returns the conn id."""
+def mlflow_connection_env(mlflow_server) -> dict[str, str]:
+    """The environment variable defining Airflow connection ``mlflow_test``: the test server, with its credentials."""
     conn = {
         "conn_type": "mlflow", "host": "127.0.0.1", "port": mlflow_server["port"], "schema": "http",
         "login": MLFLOW_ADMIN, "password": MLFLOW_ADMIN_PASSWORD,
     }
-    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TEST", json.dumps(conn))
+    return {"AIRFLOW_CONN_MLFLOW_TEST": json.dumps(conn)}
+
+
+@pytest.fixture
+def mlflow_conn(mlflow_server, monkeypatch) -> str:
+    """An Airflow ``mlflow`` connection to the test server, with its credentials; returns the conn id."""
+    for name, value in mlflow_connection_env(mlflow_server).items():
+        monkeypatch.setenv(name, value)
     return "mlflow_test"
 
 
@@ -214,23 +220,28 @@ def spark():
     session.stop()
 
 
-@pytest.fixture
-def snapshot(tmp_path):
-    """A classification table snapshotted into a local store; returns (store, record)."""
+def classification_snapshot(root: Path):
+    """A 400-row, 5-feature classification table snapshotted into a local store under ``root``: (store, record)."""
     import numpy as np
     import pandas as pd
     from sklearn.datasets import make_classification
 
+    from airflow_mlops.snapshots import SnapshotStore
+
     X, y = make_classification(n_samples=400, n_features=5, random_state=0)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]).assign(label=y)
     frame["f0"] = np.round(frame["f0"], 6)
-    data = tmp_path / "data"
+    data = root / "data"
     data.mkdir()
     frame.to_csv(data / "train.csv", index=False)
-    from airflow_mlops.snapshots import SnapshotStore
-
-    store = SnapshotStore.open(str(tmp_path / "store"))
+    store = SnapshotStore.open(str(root / "store"))
     return store, store.snapshot(data)
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    """A classification table snapshotted into a local store; returns (store, record)."""
+    return classification_snapshot(tmp_path)
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def test_dag_files_parse_without_heavy_imports(dag_file):
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_flagship_dag_snapshots_aggregates_tunes_and_trains_on_the_days_data(migrated_home):
+def test_flagship_dag_snapshots_aggregates_tunes_trains_registers_and_scores_on_the_days_data(migrated_home):
     conf = {"rows": 2000, "seed": 3, "n_trials": 3}
     airflow(migrated_home, "dags", "test", "mlops_retrain", "2026-01-02", "--conf", json.dumps(conf))
 
@@ -69,8 +69,8 @@ def test_flagship_dag_snapshots_aggregates_tunes_and_trains_on_the_days_data(mig
         capture_output=True, text=True, check=True,
     )
     records = {record["airflow"]["task_id"]: record for record in json.loads(log.stdout)}
-    assert set(records) == {"snapshot_raw", "customer_features"}
-    record, features = records["snapshot_raw"], records["customer_features"]
+    assert set(records) == {"snapshot_raw", "customer_features", "score_customers"}
+    record, features, scored = records["snapshot_raw"], records["customer_features"], records["score_customers"]
     assert record["source"] == str(migrated_home / "airflow_mlops" / "data" / "raw" / "2026-01-02")
     assert record["files"] == 1
     assert record["airflow"]["dag_id"] == "mlops_retrain"
@@ -89,6 +89,7 @@ def test_flagship_dag_snapshots_aggregates_tunes_and_trains_on_the_days_data(mig
         ).fetchall()
     assert sorted((uri, json.loads(extra)["snapshot_id"]) for uri, extra in events) == [
         ("x-airflow-mlops-snapshot://mlops_retrain/customer_features", features["snapshot_id"]),
+        ("x-airflow-mlops-snapshot://mlops_retrain/score_customers", scored["snapshot_id"]),
         ("x-airflow-mlops-snapshot://mlops_retrain/snapshot_raw", record["snapshot_id"]),
     ]
 
@@ -113,3 +114,33 @@ def test_flagship_dag_snapshots_aggregates_tunes_and_trains_on_the_days_data(mig
     with sqlite3.connect(migrated_home / "airflow.db") as db:
         (spark_ui,) = db.execute("SELECT value FROM xcom WHERE key = '_link_SparkUILink'").fetchone()
     assert json.loads(spark_ui).startswith("http://")
+
+    # registered, gated (the first version is champion), and the champion scored the day's customers
+    version = client.get_model_version_by_alias("fraud_detection", "champion")
+    assert str(version.version) == "1" and version.run_id == run.info.run_id
+    assert version.tags["airflow_mlops.gate.decision"] == "champion"
+    assert scored["parents"] == [features["snapshot_id"]]
+    assert scored["extra"]["model"] == {"model_uri": "models:/fraud_detection/1", "name": "fraud_detection",
+                                        "version": "1", "run_id": run.info.run_id, "alias": "champion"}
+
+    # lineage both ways through the same records, from the CLI
+    env = {**os.environ, "AIRFLOW_HOME": str(migrated_home)}
+
+    def lineage(ref: str) -> dict:
+        shown = subprocess.run([str(VENV_BIN / "airflow-mlops"), "lineage", ref, "--format", "json"],
+                               capture_output=True, text=True, env=env)
+        assert shown.returncode == 0, shown.stderr
+        return {node["id"]: node for node in json.loads(shown.stdout)["nodes"]}
+
+    upstream = lineage("models:/fraud_detection@champion")
+    assert {f"snapshot:{record['snapshot_id']}", f"snapshot:{features['snapshot_id']}", f"run:{run.info.run_id}",
+            "model_version:fraud_detection/1"} <= set(upstream)
+    downstream = lineage(record["snapshot_id"][:12])
+    assert {"model_version:fraud_detection/1", f"snapshot:{scored['snapshot_id']}", f"run:{study.info.run_id}"} <= set(downstream)
+
+    # the training run re-created from its record alone gives the same metrics
+    reproduced = subprocess.run([str(VENV_BIN / "airflow-mlops"), "reproduce", run.info.run_id],
+                                capture_output=True, text=True, env=env)
+    assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr[-3000:]
+    (again,) = client.search_runs([run.info.experiment_id], f"tags.`airflow_mlops.reproduces` = '{run.info.run_id}'")
+    assert again.data.metrics == run.data.metrics

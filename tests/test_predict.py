@@ -1,8 +1,11 @@
-"""Batch prediction: alias pinned at start, the same predictions and snapshot on pandas and Spark, signature checks."""
+"""Batch prediction: alias pinned at start, the same predictions and snapshot on pandas and Spark, signature checks;
+the champion served by MLflow's own server answers the same."""
 
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import pytest
 from airflow_mlops.predict import PredictError, PredictInput, batch_predict, resolve_model
 from airflow_mlops.snapshots import SnapshotStore
 from airflow_mlops.tracking.data import load_table
+from tests.conftest import VENV_BIN, free_port, stop_process, wait_for_port
 from tests.task_process import run_task
 
 FEATURES = [f"f{i}" for i in range(5)]
@@ -157,3 +161,50 @@ def test_an_unknown_alias_or_a_malformed_model_reference_fails_in_one_line(regis
     with pytest.raises(PredictError, match="is not models:/NAME@ALIAS"):
         resolve_model(client, "s3://bucket/model")
     assert resolve_model(client, {"model_uri": "runs:/abc/model"}).run_id == "abc"
+
+
+def test_the_served_champion_answers_like_batch_prediction(registered, tmp_path, embedded_client):
+    """``mlflow models serve -m models:/NAME@champion`` on loopback: /invocations agrees with the operator's snapshot."""
+    import requests
+
+    frame = scoring_frame(120)
+    source = snapshot_of(frame, tmp_path)
+    batch = scored(tmp_path, predict_task(tmp_path, source.uri)["result"]["snapshot_id"]).set_index("id")
+
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")
+    server = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "models", "serve", "-m", f"models:/{NAME}@champion", "--env-manager", "local",
+         "--host", "127.0.0.1", "--port", str(port)],
+        # the server runs ``uvicorn`` from the PATH: the virtualenv's, as in an activated environment
+        env={**os.environ, "MLFLOW_TRACKING_URI": embedded_client.tracking_uri,
+             "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"},
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        assert wait_for_port(port, timeout=120, process=server), (tmp_path / "serve.log").read_text()[-2000:]
+        rows = frame.sample(frac=1, random_state=3)
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", timeout=60,
+                               json={"dataframe_split": rows[FEATURES].to_dict(orient="split", index=False)})
+        answer.raise_for_status()
+    finally:
+        stop_process(server)
+        log.close()
+    served = np.asarray(answer.json()["predictions"])
+    assert len(served) == len(rows)
+    assert (served == batch["prediction"].reindex(rows["id"]).to_numpy()).all()
+
+
+def test_the_output_bytes_do_not_depend_on_how_the_rows_were_chunked(tmp_path):
+    """Spark's rows come back in chunks, pandas' in one: with more distinct keys than a dictionary page holds,
+    the Parquet encoding must still be the same (it was not, at 1M rows, before the chunks were combined)."""
+    import pyarrow as pa
+
+    from airflow_mlops.predict.batch import _arrow_table, _write_canonical
+
+    rows = 1_000_000
+    whole = pa.table({"id": np.arange(rows, dtype="int64"), "prediction": np.arange(rows, dtype="int64") % 2})
+    chunked = pa.concat_tables([whole.slice(start, 65_536) for start in range(0, rows, 65_536)])
+    for name, table in {"whole": whole, "chunked": chunked}.items():
+        _write_canonical(_arrow_table(table), tmp_path / f"{name}.parquet")
+    assert (tmp_path / "whole.parquet").read_bytes() == (tmp_path / "chunked.parquet").read_bytes()

@@ -1,7 +1,7 @@
 """RegisterModelOperator and the registry core against a real MLflow server (PostgreSQL backend, basic auth).
 
-Models of known quality on the ``snapshot`` table: logistic regressions on feature subsets (held-out
-roc_auc: f4 ≈ 0.51, f3 ≈ 0.84, f0 ≈ 0.93, f1 ≈ 0.96, f0+f1 ≈ 0.97, f1+f2+f3 ≈ 0.97).
+Models of known quality on the ``classification_snapshot`` table: logistic regressions on feature
+subsets (held-out roc_auc: f4 ≈ 0.51, f3 ≈ 0.84, f0 ≈ 0.93, f1 ≈ 0.96, f0+f1 ≈ 0.97, f1+f2+f3 ≈ 0.97).
 """
 
 from __future__ import annotations
@@ -13,19 +13,37 @@ import uuid
 
 import pytest
 
-from tests.conftest import MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD, run_cli
+from tests.conftest import (
+    MLFLOW_ADMIN,
+    MLFLOW_ADMIN_PASSWORD,
+    classification_snapshot,
+    mlflow_connection_env,
+    run_cli,
+)
 from tests.task_process import attempt_config, run_attempt, run_in_process
 
+FEATURE_SETS = {"f0": ["f0"], "f4": ["f4"], "f3": ["f3"], "f1": ["f1"], "f01": ["f0", "f1"], "f123": ["f1", "f2", "f3"]}
 
 
-def train(tmp_path, record, mlflow_conn, features: list[str]) -> dict:
-    """One finished MLflowTrainOperator run (its own task instance) on ``features``."""
-    config = attempt_config(
-        tmp_path, record.uri, 1, estimator="sklearn.linear_model.LogisticRegression",
-        hyperparams={"max_iter": 500}, features=features, mlflow_conn_id=mlflow_conn,
-    )
-    config["task_id"] = "train_" + "_".join(features)
-    return run_attempt(config)["result"]
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mlflow_server):
+    """The snapshot and one finished MLflowTrainOperator run per feature set, shared by the module (training is slow).
+
+    Returns (store, record, {feature set name: the operator's result}).
+    """
+    root = tmp_path_factory.mktemp("registry")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AIRFLOW_HOME", str(root / "airflow_home"))
+        for name, value in mlflow_connection_env(mlflow_server).items():
+            patch.setenv(name, value)
+        store, record = classification_snapshot(root)
+        runs = {}
+        for name, features in FEATURE_SETS.items():
+            config = attempt_config(root, record.uri, 1, estimator="sklearn.linear_model.LogisticRegression",
+                                    hyperparams={"max_iter": 500}, features=features, mlflow_conn_id="mlflow_test")
+            config["task_id"] = f"train_{name}"
+            runs[name] = run_attempt(config)["result"]
+    return store, record, runs
 
 
 def register_config(tmp_path, model_name, training, mlflow_conn, n, try_number=1, **gate) -> dict:
@@ -80,12 +98,10 @@ def test_the_gate_rule_on_scores():
 
 
 @pytest.mark.postgres
-def test_gate_decisions_history_and_rollback(tmp_path, snapshot, mlflow_server, mlflow_conn, client, model_name):
+def test_gate_decisions_history_rollback_and_promote(tmp_path, trained, mlflow_server, mlflow_conn, client, model_name):
     from airflow_mlops.registry.history import history
 
-    store, record = snapshot
-    runs = {name: train(tmp_path, record, mlflow_conn, features)
-            for name, features in {"f0": ["f0"], "f4": ["f4"], "f3": ["f3"], "f01": ["f0", "f1"]}.items()}
+    store, record, runs = trained
 
     def register(name, n):
         outcome = run_attempt(register_config(tmp_path, model_name, runs[name], mlflow_conn, n))
@@ -135,14 +151,23 @@ def test_gate_decisions_history_and_rollback(tmp_path, snapshot, mlflow_server, 
     again = run_cli("rollback", model_name, "--reason", "twice", "--tracking-uri", mlflow_server["url"], env=env)
     assert again.returncode == 2 and "no 'previous-champion' alias" in again.stderr
 
+    run_cli("promote", model_name, "3", "--reason", "validated by hand", "--tracking-uri", mlflow_server["url"],
+            env=env, check=True)
+    assert client.get_model_version_by_alias(model_name, "champion").version == "3"
+    assert client.get_model_version_by_alias(model_name, "previous-champion").version == "1"
+    entry = history(client, model_name)[-1]
+    assert (entry["action"], entry["from_version"], entry["to_version"], entry["reason"]) == ("promote", "1", "3", "validated by hand")
+    twice = run_cli("promote", model_name, "3", "--reason", "again", "--tracking-uri", mlflow_server["url"], env=env)
+    assert twice.returncode == 2 and "already the champion" in twice.stderr
+    assert len(history(client, model_name)) == 5
+
 
 @pytest.mark.postgres
-def test_a_retry_after_the_version_was_created_finishes_the_promotion(tmp_path, snapshot, mlflow_conn, client, model_name):
+def test_a_retry_after_the_version_was_created_finishes_the_promotion(tmp_path, trained, mlflow_conn, client, model_name):
     from airflow_mlops.registry.history import history
     from airflow_mlops.registry.registration import register
 
-    _, record = snapshot
-    weak, strong = train(tmp_path, record, mlflow_conn, ["f0"]), train(tmp_path, record, mlflow_conn, ["f0", "f1"])
+    weak, strong = trained[2]["f0"], trained[2]["f01"]
     run_attempt(register_config(tmp_path, model_name, weak, mlflow_conn, 1))
 
     version, created = register(client, model_name, strong)  # attempt 1 died right after this step
@@ -158,14 +183,12 @@ def test_a_retry_after_the_version_was_created_finishes_the_promotion(tmp_path, 
 
 @pytest.mark.postgres
 def test_concurrent_promotions_end_with_the_best_as_champion(
-    tmp_path, snapshot, mlflow_conn, client, model_name, postgres_url, monkeypatch
+    tmp_path, trained, mlflow_conn, client, model_name, postgres_url, monkeypatch
 ):
     from airflow_mlops.registry.history import history
 
     monkeypatch.setenv("AIRFLOW_CONN_REGISTRY_LOCK", json.dumps({"conn_type": "postgres", "extra": {"url": postgres_url}}))
-    _, record = snapshot
-    feature_sets = [["f3"], ["f0"], ["f1"], ["f0", "f1"], ["f1", "f2", "f3"]]
-    runs = [train(tmp_path, record, mlflow_conn, features) for features in feature_sets]
+    runs = [trained[2][name] for name in ("f3", "f0", "f1", "f01", "f123")]
     configs = [register_config(tmp_path, model_name, run, mlflow_conn, n, lock_conn_id="registry_lock")
                for n, run in enumerate(runs)]
     processes = [run_in_process(config) for config in configs]
@@ -183,3 +206,46 @@ def test_concurrent_promotions_end_with_the_best_as_champion(
     assert champion.version == best["version"]
     assert len(history(client, model_name)) == 5
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 5
+
+
+@pytest.mark.parametrize("kind", ["file", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_the_promotion_lock_keeps_other_processes_out_until_released(kind, tmp_path, request):
+    """Another process holds the lock: this one waits, and gets it once the other lets go."""
+    import subprocess
+    import sys
+    import threading
+
+    from airflow_mlops.registry.locks import promotion_lock
+
+    url = request.getfixturevalue("postgres_url") if kind == "postgres" else ""
+    acquired, release = tmp_path / "acquired", tmp_path / "release"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import pathlib, sys, time\n"
+        "from airflow_mlops.registry.locks import promotion_lock\n"
+        "with promotion_lock('model-a', sys.argv[1] or None):\n"
+        "    pathlib.Path(sys.argv[2]).touch()\n"
+        "    while not pathlib.Path(sys.argv[3]).exists():\n"
+        "        time.sleep(0.05)\n"
+    ), url, str(acquired), str(release)])
+    try:
+        deadline = time.monotonic() + 60
+        while not acquired.exists():
+            assert holder.poll() is None and time.monotonic() < deadline, "the holder never took the lock"
+            time.sleep(0.05)
+        got = threading.Event()
+
+        def take() -> None:
+            with promotion_lock("model-a", url or None):
+                got.set()
+
+        with promotion_lock("model-b", url or None):  # another model's lock is free
+            pass
+        waiter = threading.Thread(target=take)
+        waiter.start()
+        assert not got.wait(1.0), "took a lock another process holds"
+        release.touch()
+        assert got.wait(30), "never got the lock after the holder released it"
+        waiter.join()
+    finally:
+        release.touch()
+        holder.wait(timeout=30)

@@ -46,3 +46,19 @@ def test_flagship_runs_on_schedule_and_without_a_logical_date_each_on_its_own_da
     assert raw[scheduled].source.endswith(f"/data/raw/{runs[scheduled]['logical_date'][:10]}")
     assert raw[undated].source.endswith(f"/data/raw/{runs[undated]['run_after'][:10]}")
     assert raw[undated].snapshot_id != raw[scheduled].snapshot_id  # each date its own data version
+
+    # Each run registered its model and went through the gate; the predictions name the version that scored.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{cluster.home / 'airflow_mlops' / 'mlflow.db'}")
+    versions = {v.tags["airflow.run_id"]: v for v in client.search_model_versions("name = 'fraud_detection'")}
+    assert set(versions) == {scheduled, undated}
+    assert {v.tags["airflow_mlops.gate.decision"] for v in versions.values()} <= {"champion", "challenger"}
+    assert client.get_model_version_by_alias("fraud_detection", "champion").version in {v.version for v in versions.values()}
+    features = {r.airflow["run_id"]: r for r in store.records() if r.airflow["task_id"] == "customer_features"}
+    predictions = {r.airflow["run_id"]: r for r in store.records() if r.airflow["task_id"] == "score_customers"}
+    for run_id in (scheduled, undated):
+        assert predictions[run_id].parents == [features[run_id].snapshot_id]
+        assert predictions[run_id].extra["model"]["alias"] == "champion"
+        link = cluster.extra_links("mlops_retrain", run_id, "register_fraud_model")["MLflow model version"]
+        assert link.endswith(f"/#/models/fraud_detection/versions/{versions[run_id].version}")

@@ -7,6 +7,7 @@ snapshot through :func:`~airflow_mlops.etl.spark.derive_snapshot`.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
@@ -57,8 +58,17 @@ class SparkJob:
             raise EtlError(f"application {self.application} does not exist")
         if isinstance(self.partitions, bool) or not isinstance(self.partitions, int) or self.partitions < 1:
             raise EtlError(f"output partitions must be a positive integer, got {self.partitions!r}")
+        try:
+            json.dumps(dict(self.transform_kwargs or {}))
+        except TypeError as error:
+            raise EtlError(f"transform_kwargs must be JSON values, to be recorded with the snapshot: {error}") from None
         if isinstance(self.transform, str):
             self.transform = import_object(self.transform)
+
+    def settings(self) -> dict[str, Any]:
+        """What the snapshot record keeps besides the code, to re-run the job (``airflow-mlops reproduce``)."""
+        return {"transform_kwargs": dict(self.transform_kwargs or {}), "application_args": list(self.application_args),
+                "partitions": self.partitions, "sort_by": self.sort_by}
 
     def run(
         self,
@@ -68,21 +78,24 @@ class SparkJob:
         *,
         staging_root: str | os.PathLike,
         airflow: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[SnapshotRecord, dict[str, dict[str, Any]]]:
-        """Derive a snapshot of ``inputs`` in ``store``; its record's ``spark`` names the master and the application.
+        """Derive a snapshot of ``inputs`` in ``store``; its record's ``spark`` names the master and the
+        application, ``job`` the settings, and ``extra`` is added to it.
 
         Returns the record and its tables, as :func:`~airflow_mlops.etl.spark.derive_snapshot` does.
         """
         code = code_identity(self.application or self.transform)
         derive = partial(derive_snapshot, store, inputs, staging_root=staging_root, code=code, airflow=airflow)
+        recorded = {**dict(extra or {}), "job": self.settings()}
         if self.application is not None:
             spark_info = {"master": runner.master(), "application": str(self.application)}
-            return derive(partial(self._submit, runner, inputs), extra={"spark": spark_info})
+            return derive(partial(self._submit, runner, inputs), extra={**recorded, "spark": spark_info})
         with runner.session() as spark:
             spark_info = {"master": spark.sparkContext.master, "application_id": spark.sparkContext.applicationId}
             write = spark_transform(spark, inputs, self.transform, partitions=self.partitions, sort_by=self.sort_by,
                                     transform_kwargs=self.transform_kwargs)
-            return derive(write, extra={"spark": spark_info})
+            return derive(write, extra={**recorded, "spark": spark_info})
 
     def _submit(self, runner: SparkRunner, inputs: list[EtlInput], output: Path) -> None:
         """Run the application, telling it the inputs and the output folder."""

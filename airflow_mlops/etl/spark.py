@@ -47,7 +47,8 @@ class EtlInput:
     data_format: str | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"path": str(self.path)} if self.snapshot_id is None else {"snapshot_id": self.snapshot_id, "uri": self.uri}
+        described = {"path": str(self.path)} if self.snapshot_id is None else {"snapshot_id": self.snapshot_id, "uri": self.uri}
+        return {**described, "format": self.data_format} if self.data_format else described
 
 
 def code_identity(code: Callable[..., Any] | str | os.PathLike) -> dict[str, str]:

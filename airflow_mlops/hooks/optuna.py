@@ -6,10 +6,7 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airflow_mlops.errors import MlopsError
-from airflow_mlops.hooks.base import optional_connection
-
-_DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
+from airflow_mlops.hooks.base import database_url, optional_connection
 
 
 class OptunaStorageHook(BaseHook):
@@ -32,20 +29,14 @@ class OptunaStorageHook(BaseHook):
         self.optuna_conn_id = optuna_conn_id
 
     def _url(self) -> Any:
-        from sqlalchemy.engine import URL, make_url
+        from sqlalchemy.engine import make_url
 
         conn = optional_connection(self, self.optuna_conn_id)
         if conn is None:
             from airflow_mlops.embedded import embedded_optuna_storage
 
             return make_url(embedded_optuna_storage())
-        if conn.extra_dejson.get("url"):
-            return make_url(conn.extra_dejson["url"])
-        driver = _DRIVERS.get(conn.conn_type)
-        if driver is None:
-            raise MlopsError(f"connection {self.optuna_conn_id}: type {conn.conn_type!r} needs an extra 'url'")
-        return URL.create(driver, username=conn.login or None, password=conn.password or None,
-                          host=conn.host or None, port=conn.port, database=conn.schema or None)
+        return database_url(conn, self.optuna_conn_id)
 
     def describe(self) -> str:
         """The storage URL without its password (for tags and logs)."""

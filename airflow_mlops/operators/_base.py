@@ -12,6 +12,7 @@ from airflow_mlops.errors import MlopsError
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.links.mlflow import MlflowRunLink
+from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.utils.airflow_context import task_identity
 from airflow_mlops.utils.imports import source_file
 
@@ -30,8 +31,11 @@ def parse_mapping(value: dict[str, Any] | str | None, what: str) -> dict[str, An
     return dict(value)
 
 
-class SnapshotModelOperator(BaseOperator):
+class SnapshotModelOperator(OpenLineageMixin, BaseOperator):
     """Base for operators that fit models on a data snapshot and track the result in MLflow.
+
+    OpenLineage: the snapshot as input dataset; the MLflow run and the code digests in the
+    ``airflowMlops`` run facet.
 
     :param input_snapshot: snapshot URI ``<store>#<id>``, an id in ``store``, or a DataSnapshotOperator's
         result (``snapshot_task.output``) (templated).
@@ -78,12 +82,18 @@ class SnapshotModelOperator(BaseOperator):
         self._active_run_id: str | None = None
 
     def training_request(self, context: Any, *, hyperparams: dict[str, Any], train_fn: Callable[..., Any] | None) -> Any:
-        """Resolve the snapshot (restored locally once per id) and describe the training in plain values."""
+        """Resolve the snapshot (restored locally once per id) and describe the training in plain values.
+
+        The snapshot and the code version are noted for OpenLineage (``start_lineage`` first).
+        """
         from airflow_mlops.tracking.environment import code_version
         from airflow_mlops.tracking.training import TrainingRequest
 
         identity = task_identity(context)
         uri, snapshot_id, data_path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
+        self._lineage.inputs.append(SnapshotUse(uri, data_path))
+        code = code_version(getattr(context.get("dag"), "fileloc", None), source_file(train_fn))
+        self._lineage.code(code.tags)
         return TrainingRequest(
             data_path=data_path,
             snapshot_id=snapshot_id,
@@ -96,13 +106,14 @@ class SnapshotModelOperator(BaseOperator):
             seed=self.seed,
             test_size=self.test_size,
             identity=identity,
-            code=code_version(getattr(context.get("dag"), "fileloc", None), source_file(train_fn)),
+            code=code,
             run_name=f"{identity['task_id']}.try{identity['try_number']}",
         )
 
     def run_started(self, context: Any, hook: MlflowHook, experiment_id: str, run_id: str) -> None:
         """Remember the run (for ``on_kill``) and link the task to it while it is still running."""
         self._active_run_id = run_id
+        self._lineage.run.update(mlflowRunId=run_id, mlflowExperimentId=experiment_id)
         url = hook.run_url(experiment_id, run_id)
         MlflowRunLink.persist(context, url)
         self.log.info("MLflow run %s: %s", run_id, url)

@@ -14,13 +14,15 @@ from airflow_mlops.config import mlops_home
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook, restore_snapshot_ref
 from airflow_mlops.hooks.spark import SparkHook
+from airflow_mlops.lineage.datasets import model_dataset
+from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.operators.snapshot import declare_snapshot_asset
 from airflow_mlops.utils.airflow_context import task_identity
 
 DEFAULT_SPARK_THRESHOLD_BYTES = 512 * 1024 * 1024
 
 
-class BatchPredictOperator(BaseOperator):
+class BatchPredictOperator(OpenLineageMixin, BaseOperator):
     """Score a data snapshot with an MLflow model and record the key columns and predictions as a new snapshot.
 
     An alias is resolved to its version when the task starts and ``models:/NAME/VERSION`` is used
@@ -30,6 +32,8 @@ class BatchPredictOperator(BaseOperator):
     ``spark_conn_id`` is given or the input is larger than ``spark_threshold_bytes`` (``local[*]``
     without a connection). The output snapshot's record names the model (name, version, run, URI)
     and has the input snapshot as its parent; nothing is recorded when scoring fails.
+    OpenLineage: the input snapshot and the model version (a registered one) as inputs, the
+    predictions snapshot as output, the model's training run as ``modelRunId``.
 
     :param model: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH``, or an
         MLflowTrainOperator result (``train.output``) (templated).
@@ -89,12 +93,18 @@ class BatchPredictOperator(BaseOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.predict import PredictInput, batch_predict, resolve_model
 
-        with MlflowHook(self.mlflow_conn_id).tracking_session() as client:
+        lineage = self.start_lineage(context)
+        hook = MlflowHook(self.mlflow_conn_id)
+        with hook.tracking_session() as client:
             model = resolve_model(client, self.model)
+            lineage.run["modelRunId"] = model.run_id
+            if model.name:
+                lineage.inputs.append(model_dataset(hook.settings.registry_uri, model.name, model.version))
             self.log.info("Scoring with %s (registered %s version %s, run %s)", model.model_uri, model.name,
                           model.version, model.run_id)
             uri, snapshot_id, path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
             source = PredictInput(path, snapshot_id, uri)
+            lineage.inputs.append(SnapshotUse(uri, path))
             spark_session = None
             if self.spark_conn_id or source.size_bytes() > self.spark_threshold_bytes:
                 self._spark = SparkHook(self.spark_conn_id, self.conf, app_name=f"{self.dag_id}.{self.task_id}")
@@ -105,6 +115,7 @@ class BatchPredictOperator(BaseOperator):
                 staging_root=self.staging_dir or mlops_home() / "predict-staging", spark_session=spark_session,
                 airflow=task_identity(context),
             )
+        lineage.outputs.append(SnapshotUse(record.uri, record=record))
         self.log.info("Snapshot %s: %d predictions of %s by %s", record.snapshot_id, rows, snapshot_id, model.model_uri)
         result = {"snapshot_id": record.snapshot_id, "uri": record.uri, "rows": rows, "model_name": model.name,
                   "model_version": model.version, "model_uri": model.model_uri, "run_id": model.run_id}

@@ -7,17 +7,17 @@ from typing import Any
 
 from airflow.sdk import BaseHook, BaseOperator
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.hooks.base import database_url
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
+from airflow_mlops.lineage.datasets import model_dataset
 from airflow_mlops.links.registry import MlflowModelVersionLink
 from airflow_mlops.operators._base import parse_mapping
+from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.utils.airflow_context import task_identity
 
-_DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2"}
 
-
-class RegisterModelOperator(BaseOperator):
+class RegisterModelOperator(OpenLineageMixin, BaseOperator):
     """Register a training run's model as a version of a registered model, then run the champion gate.
 
     Registration is idempotent: a retry, or another task registering the same run, gets the existing
@@ -35,11 +35,14 @@ class RegisterModelOperator(BaseOperator):
     → move aliases: a PostgreSQL advisory lock on ``lock_conn_id`` (across workers and machines), else
     a file lock under ``$AIRFLOW_HOME/airflow_mlops/locks`` (workers on one machine only).
 
+    OpenLineage: the training run's snapshot as input, the model version as output dataset
+    (``models/<name>``, version number as its version), the training run as ``modelRunId``.
+
     :param model_name: registered model name (templated).
     :param training: an ``MLflowTrainOperator`` result (``train_task.output``) or a run id (templated).
-    :param metric: deciding metric; default ``roc_auc`` (classifiers) or ``root_mean_squared_error``.
+    :param metric: deciding metric (templated); default ``roc_auc`` (classifiers) or ``root_mean_squared_error``.
     :param direction: ``maximize`` or ``minimize``; default the metric's own.
-    :param min_improvement: how much better than the champion; strictly better when 0.
+    :param min_improvement: how much better than the champion (templated); strictly better when 0.
     :param relative_improvement: ``min_improvement`` is a fraction of the champion's score.
     :param floor: absolute bound the challenger must reach to get any alias.
     :param guard_metrics: dict (or JSON text, templated) of other metric → tolerated worsening.
@@ -54,7 +57,7 @@ class RegisterModelOperator(BaseOperator):
     :return: ``{"name", "version", "decision", "aliases", "challenger_score", "champion_score", "reason"}``.
     """
 
-    template_fields: Sequence[str] = ("model_name", "training", "guard_metrics", "description")
+    template_fields: Sequence[str] = ("model_name", "training", "metric", "min_improvement", "guard_metrics", "description")
     operator_extra_links = (MlflowModelVersionLink(),)
     ui_color = "#e4f0d6"
 
@@ -65,7 +68,7 @@ class RegisterModelOperator(BaseOperator):
         training: dict[str, Any] | str,
         metric: str | None = None,
         direction: str | None = None,
-        min_improvement: float = 0.0,
+        min_improvement: float | str = 0.0,
         relative_improvement: bool = False,
         floor: float | None = None,
         guard_metrics: dict[str, float] | str | None = None,
@@ -98,27 +101,22 @@ class RegisterModelOperator(BaseOperator):
         self.aws_conn_id = aws_conn_id
 
     def lock_url(self) -> str | None:
-        """The SQLAlchemy URL of ``lock_conn_id``'s database, resolved as the Optuna storage hook does."""
+        """The SQLAlchemy URL of ``lock_conn_id``'s database (the rule of every database connection here)."""
         if not self.lock_conn_id:
             return None
-        from sqlalchemy.engine import URL
-
-        conn = BaseHook.get_connection(self.lock_conn_id)
-        if conn.extra_dejson.get("url"):
-            return conn.extra_dejson["url"]
-        driver = _DRIVERS.get(conn.conn_type)
-        if driver is None:
-            raise MlopsError(f"lock connection {self.lock_conn_id}: type {conn.conn_type!r} is not postgres; give it an extra 'url'")
-        url = URL.create(driver, username=conn.login or None, password=conn.password or None,
-                         host=conn.host or None, port=conn.port, database=conn.schema or None)
+        url = database_url(BaseHook.get_connection(self.lock_conn_id), self.lock_conn_id)
         return url.render_as_string(hide_password=False)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        from airflow_mlops.registry.evaluation import SNAPSHOT_URI_TAG
         from airflow_mlops.registry.gate import GateRule
         from airflow_mlops.registry.promotion import Aliases, register_and_gate
+        from airflow_mlops.registry.registration import training_reference
+
+        lineage = self.start_lineage(context)
 
         rule = GateRule(
-            metric=self.metric, direction=self.direction, min_improvement=float(self.min_improvement),
+            metric=self.metric or None, direction=self.direction, min_improvement=float(self.min_improvement),
             relative=self.relative_improvement, floor=self.floor,
             guard_metrics={k: float(v) for k, v in parse_mapping(self.guard_metrics, "guard_metrics").items()},
         )
@@ -131,6 +129,11 @@ class RegisterModelOperator(BaseOperator):
             self.log.info("Model %s version %s", version.name, version.version)
 
         with hook.tracking_session() as client:
+            run_id, _ = training_reference(self.training)
+            lineage.run["modelRunId"] = run_id
+            snapshot_uri = client.get_run(run_id).data.tags.get(SNAPSHOT_URI_TAG)
+            if snapshot_uri:
+                lineage.inputs.append(SnapshotUse(snapshot_uri))
             result = register_and_gate(
                 client, self.model_name, self.training,
                 restore=lambda uri: restore_snapshot_ref(uri, self.store, self.aws_conn_id)[2],
@@ -138,5 +141,6 @@ class RegisterModelOperator(BaseOperator):
                 identity=task_identity(context), description=self.description, lock_url=self.lock_url(),
                 on_registered=linked,
             )
+        lineage.outputs.append(model_dataset(hook.settings.registry_uri, result["name"], result["version"]))
         self.log.info("Gate: version %s -> %s (%s)", result["version"], result["decision"], result["reason"])
         return result

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
+from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.utils.airflow_context import task_identity
 
 ASSET_SCHEME = "x-airflow-mlops-snapshot"
 
 
-class DataSnapshotOperator(BaseOperator):
+class DataSnapshotOperator(OpenLineageMixin, BaseOperator):
     """Snapshot a file or directory tree into a snapshot store; the snapshot id is the data version.
 
     Unchanged files are not re-hashed (stat cache) and identical contents are stored once. The record
     names the Airflow dag, run, task and try that took it. The output is declared as an Airflow
     ``Asset`` (its events carry the snapshot id and URI), so downstream DAGs can be scheduled on new
-    data versions.
+    data versions. OpenLineage: the snapshot as output dataset (version: its id; schema of CSV or
+    Parquet data).
 
     :param source: file or directory to snapshot (templated, e.g. ``data/raw/{{ ds }}`` for runs with a logical date).
     :param store: local directory or ``s3://bucket/prefix`` (templated); default: the store under
@@ -48,8 +51,10 @@ class DataSnapshotOperator(BaseOperator):
         self.asset = declare_snapshot_asset(self, asset)
 
     def execute(self, context: Any) -> dict[str, Any]:
+        lineage = self.start_lineage(context)
         store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
         record = store.snapshot(self.source, airflow=task_identity(context))
+        lineage.outputs.append(SnapshotUse(record.uri, Path(record.source), record))
         self.log.info(
             "Snapshot %s of %s: %d files, %d bytes in %s", record.snapshot_id, record.source,
             record.files, record.bytes, record.store,

@@ -13,11 +13,12 @@ from airflow_mlops.errors import MlopsError
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook, restore_snapshot_ref
 from airflow_mlops.hooks.spark import SparkApplication, SparkHook
 from airflow_mlops.links.spark import SparkApplicationLink, SparkUILink
+from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.operators.snapshot import declare_snapshot_asset
 from airflow_mlops.utils.airflow_context import task_identity
 
 
-class SparkETLOperator(BaseOperator):
+class SparkETLOperator(OpenLineageMixin, BaseOperator):
     """Run a PySpark transformation on data snapshots and record its Parquet output as a new snapshot.
 
     The output snapshot's record names its input snapshots (``parents``), the transformation and a
@@ -39,6 +40,9 @@ class SparkETLOperator(BaseOperator):
     page on a standalone master's web UI, which stays after the run, for a connection whose extra
     ``master-web-ui`` names that UI (``{"master-web-ui": "http://spark-master:8080"}``; spark-submit
     logs the id of an ``application`` at INFO level).
+
+    OpenLineage: the input snapshots (not plain paths) as inputs, the new snapshot as output (with
+    each table's schema), the transformation's code digest in the ``airflowMlops`` run facet.
 
     :param inputs: ``{name: snapshot}`` (templated): a DataSnapshotOperator or SparkETLOperator result
         (``task.output``), ``<store>#<id>``, an id in ``store``, or a file or directory path.
@@ -136,8 +140,13 @@ class SparkETLOperator(BaseOperator):
         store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
         self._spark = SparkHook(self.spark_conn_id, self.conf, app_name=f"{self.dag_id}.{self.task_id}",
                                 on_start=lambda application: self._link(context, application))
+        lineage = self.start_lineage(context)
+        lineage.inputs += [SnapshotUse(item.uri, item.path) for item in inputs if item.snapshot_id]
         record, tables = job.run(self._spark, store, inputs, staging_root=self.staging_dir or mlops_home() / "etl-staging",
                                  airflow=task_identity(context))
+        lineage.outputs.append(SnapshotUse(record.uri, record=record))
+        if record.extra["code"].get("code_digest"):
+            lineage.run["codeDigests"] = {"transform": record.extra["code"]["code_digest"]}
         self.log.info("Snapshot %s from %s: %s", record.snapshot_id, record.parents or "paths",
                       {name or "output": table["rows"] for name, table in tables.items()})
         result = {"snapshot_id": record.snapshot_id, "uri": record.uri, "files": record.files, "bytes": record.bytes,

@@ -54,6 +54,7 @@ class MLflowTrainOperator(SnapshotModelOperator):
         from airflow_mlops.tracking.training import tracked_training
         from airflow_mlops.utils.imports import import_object
 
+        lineage = self.start_lineage(context)
         train_fn = import_object(self.train_fn) if isinstance(self.train_fn, str) else self.train_fn
         request = self.training_request(context, hyperparams=parse_mapping(self.hyperparams, "hyperparams"), train_fn=train_fn)
         prepared = prepare(request)
@@ -66,6 +67,7 @@ class MLflowTrainOperator(SnapshotModelOperator):
                 on_run_started=lambda run_id: self.run_started(context, hook, experiment_id, run_id),
             )
         self._active_run_id = None
+        lineage.run.update(mlflowRunId=result.run_id, mlflowExperimentId=experiment_id)  # also a reused run
         if result.reused:
             self.log.info("Try %s reuses run %s, finished by an earlier attempt", request.identity["try_number"], result.run_id)
             MlflowRunLink.persist(context, hook.run_url(experiment_id, result.run_id))

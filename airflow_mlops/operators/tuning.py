@@ -99,6 +99,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         from airflow_mlops.tuning.study import run_tuning
         from airflow_mlops.utils.imports import import_object
 
+        lineage = self.start_lineage(context)
         objective = import_object(self.objective) if isinstance(self.objective, str) else self.objective
         space = checked_space(self.search_space, objective, self.estimator, self.seed)
         training = self.training_request(context, hyperparams={}, train_fn=None)
@@ -108,6 +109,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
             direction=self.direction, cv=self.cv, validation_size=self.validation_size, n_jobs=self.n_jobs,
             timeout=self.timeout, sampler=self.sampler, pruner=self.pruner,
         )
+        lineage.run["studyName"] = request.study_name
         storage_hook = OptunaStorageHook(self.optuna_conn_id)
         request.storage_description = storage_hook.describe()
         storage = storage_hook.get_storage(self.heartbeat_interval, self.grace_period)
@@ -119,6 +121,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
                 on_parent_started=lambda run_id: self.run_started(context, hook, experiment_id, run_id),
             )
         self._active_run_id = None
+        lineage.run.update(mlflowRunId=result.parent_run_id, mlflowExperimentId=experiment_id)  # also a reused run
         MlflowRunLink.persist(context, hook.run_url(experiment_id, result.parent_run_id))
         context["ti"].xcom_push(key="best_params", value=result.best_params)
         self.log.info("Study %s: best %s = %s with %s", result.study_name, request.metric, result.best_value, result.best_params)

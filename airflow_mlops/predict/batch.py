@@ -165,13 +165,19 @@ def _spark_result_type(signature: Any) -> str | None:
 
 
 def _arrow_table(data: Any) -> Any:
-    """An Arrow table of ``data`` (pandas or Arrow) in the types both writers agree on, without writer metadata."""
+    """An Arrow table of ``data`` (pandas or Arrow) in the types both writers agree on, in one chunk per column.
+
+    One chunk: the Parquet writer falls back from dictionary encoding at a point that depends on
+    the batches it is fed, so a table read back from Spark's file (chunked by its pages) would encode
+    differently from the same rows out of pandas, once a column has more distinct values than a
+    dictionary page holds.
+    """
     import pyarrow as pa
 
     table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
     narrowed = {pa.large_string(): pa.string(), pa.large_binary(): pa.binary()}
     schema = pa.schema([field.with_type(narrowed.get(field.type, field.type)) for field in table.schema])
-    return table.cast(schema).replace_schema_metadata(None)
+    return table.cast(schema).replace_schema_metadata(None).combine_chunks()
 
 
 def _write_canonical(table: Any, path: Path) -> None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airflow_mlops.errors import MlopsError
+from airflow_mlops.tracking.metrics import CLASSIFIER_METRICS, REGRESSOR_METRICS
 from airflow_mlops.tracking.metrics import direction as metric_direction
 
 
@@ -28,6 +29,17 @@ class GateRule:
     relative: bool = False
     floor: float | None = None
     guard_metrics: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse a rule that could only fail after the version is registered."""
+        known = set(CLASSIFIER_METRICS) | set(REGRESSOR_METRICS)
+        unknown = [m for m in [self.metric, *self.guard_metrics] if m is not None and m not in known]
+        if unknown:
+            raise MlopsError(f"gate metrics {unknown} are not among {', '.join(sorted(known))}")
+        if self.direction not in (None, "maximize", "minimize"):
+            raise MlopsError(f"gate direction must be 'maximize' or 'minimize', not {self.direction!r}")
+        if self.min_improvement < 0 or any(tolerance < 0 for tolerance in self.guard_metrics.values()):
+            raise MlopsError("min_improvement and guard metric tolerances must be 0 or more")
 
     def resolved_direction(self, metric: str | None = None) -> str:
         name = metric or self.metric

@@ -5,12 +5,19 @@ Layout under the store root (local directory or S3 prefix), after DVC's cache::
     airflow-mlops-store.json        marker: format and hash algorithm
     objects/ab/cdef...              file contents and manifests, named by their BLAKE3 digest
     records/<snapshot_id>/<ns>-<rand>.json   one small record per snapshot taken
+    index/children/<parent_id>/<child_id>    lineage index (empty keys): snapshots derived from a parent,
+    index/models/<name>/<version>/<id>       snapshots a registered model version wrote (predictions),
+    index/runs/<run_id>/<id>                 and those an unregistered run's model wrote
+    index/complete.json             marker: every record of the store is in the index
     cache/stat.sqlite               stat cache (local stores; S3 stores keep it under AIRFLOW_HOME)
 
 A manifest lists (relative path, size, digest) sorted by path; the snapshot id is the digest of the
 manifest, which is itself stored as an object. So the same bytes under the same relative names give
-the same id on any machine, and one changed byte gives a new one. Objects and manifest are written
-before the record, each atomically, so a snapshot exists only once all of its bytes do.
+the same id on any machine, and one changed byte gives a new one. Objects, manifest and index keys
+are written before the record, each atomically, so a snapshot exists only once all of its bytes do,
+and a recorded snapshot is always in the index (an index key whose record never came is skipped).
+The index makes a downstream lineage step one listing instead of a read of every record; a store
+written before it existed is indexed once, on its first downstream lookup (or ``reindex``).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from airflow_mlops.config import RESTORED_BUDGET_BYTES
 from airflow_mlops.errors import SnapshotError
@@ -35,8 +43,11 @@ from airflow_mlops.snapshots.scan import scan_tree
 from airflow_mlops.snapshots.statcache import FileStat, StatCache, now_ns
 
 MARKER_KEY = "airflow-mlops-store.json"
+INDEX_MARKER_KEY = "index/complete.json"
 MANIFEST_FORMAT = 1
 MIN_ID_PREFIX = 6
+#: Hex digits of a full snapshot id (a 256-bit BLAKE3 digest).
+ID_LENGTH = 64
 #: Files below this size are read into memory once: hashed and stored from the same bytes.
 _READ_WHOLE_LIMIT = 1024 * 1024
 
@@ -113,6 +124,22 @@ def _encode(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _index_prefix(kind: str, *subject: str) -> str:
+    """``index/<kind>/<subject...>/``: the folder listing the snapshots indexed under one subject."""
+    return "/".join(["index", kind, *(quote(str(part), safe="") for part in subject)]) + "/"
+
+
+def index_keys(record: SnapshotRecord) -> list[str]:
+    """The index keys of a record: one per parent, and one for the model that wrote it (if any)."""
+    prefixes = [_index_prefix("children", parent) for parent in record.parents]
+    model = record.extra.get("model") or {}
+    if model.get("name") and model.get("version") is not None:
+        prefixes.append(_index_prefix("models", model["name"], model["version"]))
+    elif model.get("run_id"):
+        prefixes.append(_index_prefix("runs", model["run_id"]))
+    return [prefix + record.snapshot_id for prefix in prefixes]
+
+
 def encode_manifest(entries: Iterable[ManifestEntry]) -> bytes:
     """Canonical manifest bytes: the snapshot id is their digest."""
     files = sorted(([e.path, e.size, e.digest] for e in entries), key=lambda row: row[0])
@@ -127,6 +154,7 @@ class SnapshotStore:
         self.uri = backend.uri
         self._stat_cache = StatCache(backend.stat_cache_path())
         self._initialized = backend.exists(MARKER_KEY)
+        self._index_complete = False  # checked (one read of its marker) on the first downstream lookup
         if not self._initialized and not backend.is_empty():
             raise SnapshotError(
                 f"{self.uri} is not a snapshot store (no {MARKER_KEY}); give a new or empty location"
@@ -176,6 +204,7 @@ class SnapshotStore:
         for path, _stat in misses:
             if not os.access(path, os.R_OK):
                 raise SnapshotError(f"cannot read {path}: permission denied")
+        new_store = not self._initialized
         self._ensure_initialized()
         if misses:
             with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
@@ -201,8 +230,11 @@ class SnapshotStore:
             parents=list(parents),
             extra=dict(extra or {}),
         )
+        self._put_index_keys(index_keys(record))
         record_key = f"records/{snapshot_id}/{now_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         self.backend.put_bytes(record_key, _encode(asdict(record)))
+        if new_store:  # its first record: a store made by this code indexes every record as it is written
+            self._mark_indexed()
         if cache_stats:
             self._stat_cache.store({path: (stat, digests[path]) for path, stat in misses}, scan_started)
         return record
@@ -263,12 +295,55 @@ class SnapshotStore:
         candidate = snapshot_id.strip().lower()
         if not is_snapshot_id(candidate):
             raise SnapshotError(f"{snapshot_id!r} is not a snapshot id (hex, at least {MIN_ID_PREFIX} characters)")
-        matches = {key.split("/")[1] for key in self.backend.list_keys(f"records/{candidate}")}
+        # a full id lists its own folder only; a prefix lists the ids under records/ starting with it
+        prefix = f"records/{candidate}/" if len(candidate) == ID_LENGTH else f"records/{candidate}"
+        matches = {key.split("/")[1] for key in self.backend.list_keys(prefix)}
         if not matches:
             raise SnapshotError(f"unknown snapshot id {snapshot_id} in store {self.uri}; see 'airflow-mlops log'")
         if len(matches) > 1:
             raise SnapshotError(f"snapshot id prefix {snapshot_id} is ambiguous in {self.uri}; give more characters")
         return matches.pop()
+
+    # ----------------------------------------------------------------- lineage index
+
+    def children(self, snapshot_id: str) -> list[str]:
+        """Ids of the snapshots recorded with ``snapshot_id`` (a full id) among their parents: one listing."""
+        return self._indexed("children", snapshot_id)
+
+    def outputs_of(self, *, model: str | None = None, version: str | None = None, run_id: str | None = None) -> list[str]:
+        """Ids of the snapshots a model wrote (batch predictions): registered ``model`` ``version``, or run ``run_id``'s."""
+        return self._indexed("models", model, str(version)) if model else self._indexed("runs", run_id)
+
+    def _indexed(self, kind: str, *subject: str) -> list[str]:
+        if not self._initialized:
+            return []  # no store yet: nothing derived from anything
+        if not self._index_complete:
+            if not self.backend.exists(INDEX_MARKER_KEY):
+                self.reindex()
+            self._index_complete = True
+        prefix = _index_prefix(kind, *subject)
+        return sorted(key[len(prefix) :] for key in self.backend.list_keys(prefix))
+
+    def reindex(self) -> int:
+        """Write the index keys of every record, then the index marker; returns the number of records read.
+
+        For a store written before the index existed (done on its first downstream lookup), or to
+        repair one. Safe while others snapshot into the store: they write their own records' keys.
+        """
+        records = self.records()
+        self._put_index_keys([key for record in records for key in index_keys(record)])
+        self._mark_indexed()
+        return len(records)
+
+    def _mark_indexed(self) -> None:
+        self.backend.put_bytes(INDEX_MARKER_KEY, _encode({"format": 1}))
+        self._index_complete = True
+
+    def _put_index_keys(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
+            list(pool.map(lambda key: self.backend.put_bytes(key, b""), sorted(set(keys))))
 
     def manifest(self, snapshot_id: str) -> list[ManifestEntry]:
         """The files of a snapshot, checked against the id before they are trusted."""

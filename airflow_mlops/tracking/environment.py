@@ -13,6 +13,11 @@ from pathlib import Path
 from airflow_mlops.snapshots.hashing import digest_bytes
 
 GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag, which it sets only for scripts
+#: The source files a run records, by role: (tag of the file's path, tag of its digest).
+CODE_FILE_TAGS = {
+    "dag file": ("airflow_mlops.dag_file", "airflow_mlops.dag_file_digest"),
+    "train module": ("airflow_mlops.train_module", "airflow_mlops.train_module_digest"),
+}
 
 
 def environment_tags() -> dict[str, str]:
@@ -78,13 +83,15 @@ def code_version(dag_file: str | None, module_file: str | None) -> CodeVersion:
             status = _git(dag_path.parent, "status", "--porcelain")
             version.tags[GIT_COMMIT_TAG] = commit
             version.tags["airflow_mlops.git_dirty"] = str(bool(status)).lower()
-        version.tags["airflow_mlops.dag_file"] = str(dag_path)
+        path_tag, digest_tag = CODE_FILE_TAGS["dag file"]
+        version.tags[path_tag] = str(dag_path)
         version.tags["mlflow.source.name"] = str(dag_path)  # else MLflow names the airflow executable
-        version.tags["airflow_mlops.dag_file_digest"] = digest_bytes(dag_path.read_bytes())
+        version.tags[digest_tag] = digest_bytes(dag_path.read_bytes())
         version.sources[f"dag/{dag_path.name}"] = dag_path
     if module_file and Path(module_file).is_file() and module_file != dag_file:
         module_path = Path(module_file)
-        version.tags["airflow_mlops.train_module"] = str(module_path)
-        version.tags["airflow_mlops.train_module_digest"] = digest_bytes(module_path.read_bytes())
+        path_tag, digest_tag = CODE_FILE_TAGS["train module"]
+        version.tags[path_tag] = str(module_path)
+        version.tags[digest_tag] = digest_bytes(module_path.read_bytes())
         version.sources[f"train_module/{module_path.name}"] = module_path
     return version

@@ -10,7 +10,9 @@ from typing import Any
 
 from airflow_mlops.errors import MlopsError
 
-CLASSIFIER_METRICS = ("accuracy_score", "f1_score", "precision_score", "recall_score", "roc_auc", "log_loss")
+CLASSIFIER_METRICS = (
+    "accuracy_score", "f1_score", "precision_score", "recall_score", "roc_auc", "precision_recall_auc", "log_loss",
+)
 REGRESSOR_METRICS = (
     "r2_score", "mean_absolute_error", "mean_squared_error", "root_mean_squared_error", "max_error",
     "mean_absolute_percentage_error",
@@ -49,10 +51,15 @@ def score(model: Any, X: Any, y: Any, metric: str, model_type: str) -> float:
     labels = np.unique(y)
     binary = len(labels) <= 2
     positive = labels[-1]  # MLflow's evaluator takes the largest label as the positive class
-    if metric in ("roc_auc", "log_loss"):
+    if metric in ("roc_auc", "precision_recall_auc", "log_loss"):
         probabilities = model.predict_proba(X)
         if metric == "log_loss":
             return float(sk.log_loss(y, probabilities, labels=model.classes_))
+        if metric == "precision_recall_auc":  # MLflow reports average precision under this name, binary only
+            if not binary:
+                raise MlopsError("precision_recall_auc is defined for binary classifiers only")
+            return float(sk.average_precision_score(y, probabilities[:, list(model.classes_).index(positive)],
+                                                    pos_label=positive))
         if binary:
             return float(sk.roc_auc_score(y, probabilities[:, list(model.classes_).index(positive)]))
         return float(sk.roc_auc_score(y, probabilities, average="weighted", multi_class="ovr", labels=model.classes_))

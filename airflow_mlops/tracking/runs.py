@@ -10,7 +10,8 @@ reused; one made from other inputs is tagged as superseded by the new run.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from airflow_mlops.snapshots.hashing import digest_bytes
 
 TAG_PREFIX = "airflow."
 SNAPSHOT_TAG = "airflow_mlops.snapshot_id"
+SNAPSHOT_URI_TAG = "airflow_mlops.snapshot_uri"
 ERROR_TAG = "airflow_mlops.error"
 FINGERPRINT_TAG = "airflow_mlops.fingerprint"
 SUPERSEDED_TAG = "airflow_mlops.superseded_by"
@@ -109,6 +111,21 @@ def fail_abandoned_runs(client: Any, run_ids: list[str], try_number: Any) -> Non
     for run_id in run_ids:
         client.set_tag(run_id, ERROR_TAG, f"abandoned: its task attempt died; superseded by try {try_number}")
         client.set_terminated(run_id, status="FAILED")
+
+
+@contextmanager
+def failure_recorded() -> Iterator[None]:
+    """Inside an active MLflow run: an exception is tagged ``airflow_mlops.error`` on it, then propagates.
+
+    Leaving ``mlflow.start_run``'s block on that exception ends the run FAILED, so no run stays RUNNING.
+    """
+    import mlflow
+
+    try:
+        yield
+    except Exception as error:
+        mlflow.set_tag(ERROR_TAG, f"{type(error).__name__}: {error}"[:5000])
+        raise
 
 
 def get_or_create_experiment(client: Any, name: str, artifact_root: str | None) -> str:

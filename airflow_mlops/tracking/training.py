@@ -23,10 +23,11 @@ from airflow_mlops.tracking.estimators import TrainingError, describe_estimator,
 from airflow_mlops.tracking.evaluation import evaluate
 from airflow_mlops.tracking.model_logging import log_model
 from airflow_mlops.tracking.runs import (
-    ERROR_TAG,
     FINGERPRINT_TAG,
     SNAPSHOT_TAG,
+    SNAPSHOT_URI_TAG,
     fail_abandoned_runs,
+    failure_recorded,
     fingerprint,
     identity_tags,
     previous_attempts,
@@ -34,6 +35,10 @@ from airflow_mlops.tracking.runs import (
 )
 
 MODEL_URI_TAG = "airflow_mlops.model_uri"
+#: What a run's fingerprint digests, as JSON: enough to re-create the run (``airflow-mlops reproduce``).
+DEFINITION_ARTIFACT = "definition/request.json"
+#: The estimator instance a run was given (not a class path), unfitted, in skops format.
+ESTIMATOR_ARTIFACT = "definition/estimator.skops"
 
 
 @dataclass
@@ -67,8 +72,12 @@ class TrainingRequest:
             "code": {name: value for name, value in self.code.tags.items() if name.endswith("_digest")},
         }
 
+    def run_definition(self) -> dict[str, Any]:
+        """What a training run's fingerprint digests and its ``definition/request.json`` records."""
+        return {**self.definition(), "hyperparams": self.hyperparams}
+
     def fingerprint(self) -> str:
-        return fingerprint({**self.definition(), "hyperparams": self.hyperparams})
+        return fingerprint(self.run_definition())
 
 
 @dataclass
@@ -118,14 +127,15 @@ def provenance_tags(request: TrainingRequest) -> dict[str, str]:
     return {
         **identity_tags(request.identity),
         SNAPSHOT_TAG: request.snapshot_id,
-        "airflow_mlops.snapshot_uri": request.snapshot_uri,
+        SNAPSHOT_URI_TAG: request.snapshot_uri,
         **environment_tags(),
         **request.code.tags,
     }
 
 
-def log_inputs(request: TrainingRequest, frame: Any) -> None:
-    """On the active run: the input snapshot as an MLflow dataset, the installed packages, the code."""
+def log_inputs(request: TrainingRequest, frame: Any, definition: dict[str, Any]) -> None:
+    """On the active run: the input snapshot as an MLflow dataset, the installed packages, the code, and
+    ``definition`` (what the run's fingerprint digests) with the estimator if it is an instance, to re-create the run."""
     import mlflow
 
     dataset = mlflow.data.from_pandas(
@@ -140,6 +150,12 @@ def log_inputs(request: TrainingRequest, frame: Any) -> None:
         for name, source in request.code.sources.items():
             (root / "code" / name).parent.mkdir(parents=True, exist_ok=True)
             (root / "code" / name).write_bytes(source.read_bytes())
+        (root / DEFINITION_ARTIFACT).parent.mkdir()
+        (root / DEFINITION_ARTIFACT).write_text(json.dumps(definition, sort_keys=True, indent=2, default=str))
+        if request.estimator is not None and not isinstance(request.estimator, str):
+            import skops.io
+
+            skops.io.dump(request.estimator, root / ESTIMATOR_ARTIFACT)
         mlflow.log_artifacts(staging)
 
 
@@ -182,19 +198,18 @@ def tracked_training(
             on_run_started(run_id)
         supersede(client, outdated, run_id)
         try:
-            mlflow.log_params(_training_params(request, prepared))
-            log_inputs(request, prepared.frame)
-            model, extra_metrics = _fit(request, prepared)
-            model_uri = log_model(model, prepared)
-            mlflow.set_tag(MODEL_URI_TAG, model_uri)
-            metrics = evaluate(model, model_uri, request.target, prepared) if request.target else {}
-            if extra_metrics:
-                mlflow.log_metrics(extra_metrics)
-                metrics.update({k: float(v) for k, v in extra_metrics.items()})
+            with failure_recorded():
+                mlflow.log_params(_training_params(request, prepared))
+                log_inputs(request, prepared.frame, request.run_definition())
+                model, extra_metrics = _fit(request, prepared)
+                model_uri = log_model(model, prepared)
+                mlflow.set_tag(MODEL_URI_TAG, model_uri)
+                metrics = evaluate(model, model_uri, request.target, prepared) if request.target else {}
+                if extra_metrics:
+                    mlflow.log_metrics(extra_metrics)
+                    metrics.update({k: float(v) for k, v in extra_metrics.items()})
+        except MlopsError:
+            raise
         except Exception as error:
-            message = f"{type(error).__name__}: {error}"
-            mlflow.set_tag(ERROR_TAG, message[:5000])
-            if isinstance(error, MlopsError):
-                raise
-            raise TrainingError(f"training failed in run {run_id}: {message}") from error
+            raise TrainingError(f"training failed in run {run_id}: {type(error).__name__}: {error}") from error
     return TrainingResult(run_id, experiment_id, model_uri, metrics)

@@ -65,13 +65,17 @@ class TuningRequest:
     pruner: Any = None
     storage_description: str = ""
 
-    def fingerprint(self) -> str:
-        """Same data, search space, objective and scoring: the study can be resumed; else it is another study."""
-        return fingerprint({
+    def definition(self) -> dict[str, Any]:
+        """What the study's fingerprint digests and its parent run's ``definition/request.json`` records."""
+        return {
             **self.training.definition(), "space": [d.__dict__ for d in self.space],
             "objective": qualified_name(self.objective), "metric": self.metric, "direction": self.direction,
             "validation": self.validation.__dict__,
-        })
+        }
+
+    def fingerprint(self) -> str:
+        """Same data, search space, objective and scoring: the study can be resumed; else it is another study."""
+        return fingerprint(self.definition())
 
     @property
     def study_name(self) -> str:

@@ -23,6 +23,7 @@ from airflow_mlops.tracking.runs import (
     ERROR_TAG,
     FINGERPRINT_TAG,
     fail_abandoned_runs,
+    failure_recorded,
     previous_attempts,
     supersede,
 )
@@ -145,13 +146,13 @@ def run_tuning(
         if on_parent_started is not None:
             on_parent_started(parent_id)
         supersede(client, earlier.outdated_run_ids, parent_id)
-        try:
+        with failure_recorded():
             if resumed is None:
                 mlflow.log_params({"n_trials": request.n_trials, "metric": request.metric, "direction": request.direction,
                                    "seed": request.training.seed, "test_size": request.training.test_size,
                                    "validation": request.validation.describe(data.model_type),
                                    "search_space": json.dumps([d.__dict__ for d in request.space], default=str)[:6000]})
-                log_inputs(request.training, data.frame)
+                log_inputs(request.training, data.frame, request.definition())
             elif ERROR_TAG in resumed.data.tags:  # the earlier attempt's failure is not this one's
                 client.delete_tag(parent_id, ERROR_TAG)
             fail_trials_of_dead_attempts(study, storage, _owner(request))
@@ -166,7 +167,4 @@ def run_tuning(
             if complete == 0:
                 raise TuningError(f"study {name} has no complete trial (timeout {request.timeout}s)")
             log_study_summary(study, request, complete)
-        except Exception as error:
-            mlflow.set_tag(ERROR_TAG, f"{type(error).__name__}: {error}"[:5000])
-            raise
     return TuningResult(study.best_params, study.best_value, name, parent_id, experiment_id, complete)

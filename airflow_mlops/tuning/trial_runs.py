@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -11,6 +12,9 @@ from airflow_mlops.tuning.request import TuningRequest
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
 STUDY_TAG = "optuna.study_name"
+TRIAL_NUMBER_TAG = "optuna.trial_number"
+#: The trial's params as JSON, with their types (MLflow params are text): what ``reproduce`` re-scores.
+TRIAL_PARAMS_TAG = "airflow_mlops.trial_params"
 
 
 def _ms(moment: Any) -> int | None:
@@ -41,7 +45,7 @@ class TrialRunWriter:
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{self.parent_run_id}'", max_results=50000
         )
-        by_trial = {run.data.tags.get("optuna.trial_number"): run for run in runs}
+        by_trial = {run.data.tags.get(TRIAL_NUMBER_TAG): run for run in runs}
         retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
         for trial in study.get_trials(deepcopy=False):
             existing = by_trial.get(str(trial.number))
@@ -65,7 +69,7 @@ class TrialRunWriter:
                      else "failed without an error message")
         tags = {
             PARENT_RUN_TAG: self.parent_run_id, STUDY_TAG: self.request.study_name,
-            "optuna.trial_number": str(trial.number), "optuna.state": state,
+            TRIAL_NUMBER_TAG: str(trial.number), TRIAL_PARAMS_TAG: json.dumps(trial.params), "optuna.state": state,
             **identity_tags(self.request.training.identity),
             **({ERROR_TAG: error[:5000]} if error else {}),
         }

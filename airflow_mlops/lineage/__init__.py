@@ -1,0 +1,1 @@
+"""Lineage core (no Airflow import): how records name datasets, and walks over snapshots, runs and model versions."""
