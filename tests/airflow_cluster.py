@@ -34,7 +34,7 @@ class AirflowCluster:
     """Airflow's three long-running processes with the configuration they share (see shared notes)."""
 
     def __init__(self, root: Path, dags_folder: Path, database_url: str, parallelism: int = 6,
-                 celery_workers: int = 0) -> None:
+                 celery_workers: int = 0, services_env: dict[str, str] | None = None) -> None:
         self.root = root
         self.celery_workers = celery_workers
         self.home = root / "airflow_home"
@@ -72,6 +72,7 @@ class AirflowCluster:
                 "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database_url,
                 "AIRFLOW__OPERATORS__DEFAULT_QUEUE": f"airflow-mlops-tests-{self.port}",
             })
+        env.update(services_env or {})  # connections to shared services, as a deployment sets them
         self.env = env
 
     # ----------------------------------------------------------------- life cycle
@@ -252,7 +253,9 @@ def _signal_group(pid: int, signum: int) -> None:
 def airflow_cluster(request, postgres_databases, tmp_path_factory):
     """Airflow running for real on the test module's ``DAG_FILES``; one per module (start-up is slow).
 
-    A module setting ``CELERY_WORKERS = N`` gets the CeleryExecutor with N workers (Redis broker).
+    A module setting ``CELERY_WORKERS = N`` gets the CeleryExecutor with N workers (Redis broker); one
+    setting ``SERVICES_FIXTURE = "name"`` gets that fixture's dict added to every process's environment
+    (``AIRFLOW_CONN_*`` of the MLflow server, study database, Spark cluster and S3 it started).
     """
     root = tmp_path_factory.mktemp("airflow_cluster")
     dags_folder = root / "dags"  # the module's DAG_FILES, linked into one folder
@@ -262,8 +265,9 @@ def airflow_cluster(request, postgres_databases, tmp_path_factory):
     celery_workers = getattr(request.module, "CELERY_WORKERS", 0)
     if celery_workers:
         require_service(_redis_is_up(), "Redis on 127.0.0.1:6379 (the Celery broker) is not reachable")
-    cluster = AirflowCluster(root, dags_folder, postgres_databases("airflow"),
-                             celery_workers=celery_workers)
+    services = getattr(request.module, "SERVICES_FIXTURE", None)
+    cluster = AirflowCluster(root, dags_folder, postgres_databases("airflow"), celery_workers=celery_workers,
+                             services_env=request.getfixturevalue(services) if services else None)
     try:
         cluster.start()
         yield cluster

@@ -4,22 +4,27 @@ test kills them (on the first try only, so the retry runs through)."""
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
+import signal
 import time
 from pathlib import Path
 
 FAULT_MARKERS = "fault-markers"
 
 
-def write_classification_data(folder: str, seed_text: str, rows: int = 300) -> str:
-    """A small labelled table whose rows depend on ``seed_text`` (a logical date or a run id)."""
+def write_classification_data(folder: str, seed_text: str, rows: int = 300, key: str | None = None) -> str:
+    """A small labelled table whose rows depend on ``seed_text`` (a logical date or a run id), with a
+    row id column ``key`` when given."""
     import pandas as pd
     from sklearn.datasets import make_classification
 
     seed = int(hashlib.sha256(seed_text.encode()).hexdigest()[:8], 16)
     X, y = make_classification(n_samples=rows, n_features=5, n_informative=3, random_state=seed)
     frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(5)]).round(6).assign(label=y)
+    if key:
+        frame.insert(0, key, range(rows))
     Path(folder).mkdir(parents=True, exist_ok=True)
     frame.to_csv(Path(folder) / "rows.csv", index=False)
     return folder
@@ -65,3 +70,31 @@ def objective_killed_after_three_trials(trial, data):
 
     c = trial.suggest_float("C", 1e-3, 1e2, log=True)
     return float(cross_val_score(LogisticRegression(C=c, max_iter=500), data.X_train, data.y_train, cv=3).mean())
+
+
+def killed_on_first_try_inside(target: str, truncate_output: bool = False):
+    """A ``pre_execute`` hook: on try 1, the task process SIGKILLs itself when it calls ``target``
+    (``module:function``), after a marker file records it; with ``truncate_output`` it first lets
+    ``target(data, path)`` write and cuts the file at half (killed mid-write)."""
+
+    def pre_execute(context) -> None:
+        ti = context["ti"]
+        if ti.try_number != 1:
+            return
+        module = importlib.import_module(target.split(":")[0])
+        original = getattr(module, target.split(":")[1])
+
+        def dying(*args, **kwargs):
+            if truncate_output:
+                original(*args, **kwargs)
+                path = Path(args[1])
+                with open(path, "r+b") as written:
+                    written.truncate(path.stat().st_size // 2)
+            marker = marker_path(Path(os.environ["AIRFLOW_HOME"]), ti.dag_id, ti.run_id, ti.task_id)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(json.dumps({"pid": os.getpid(), "killed_in": target}))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        setattr(module, target.split(":")[1], dying)
+
+    return pre_execute

@@ -61,7 +61,7 @@ def test_dag_files_parse_without_heavy_imports(dag_file):
 
 def test_flagship_dag_snapshots_aggregates_tunes_trains_registers_and_scores_on_the_days_data(migrated_home):
     conf = {"rows": 2000, "seed": 3, "n_trials": 3}
-    airflow(migrated_home, "dags", "test", "mlops_retrain", "2026-01-02", "--conf", json.dumps(conf))
+    airflow(migrated_home, "dags", "test", "fraud_detection", "2026-01-02", "--conf", json.dumps(conf))
 
     store = migrated_home / "airflow_mlops" / "snapshots"
     log = subprocess.run(
@@ -73,7 +73,7 @@ def test_flagship_dag_snapshots_aggregates_tunes_trains_registers_and_scores_on_
     record, features, scored = records["snapshot_raw"], records["customer_features"], records["score_customers"]
     assert record["source"] == str(migrated_home / "airflow_mlops" / "data" / "raw" / "2026-01-02")
     assert record["files"] == 1
-    assert record["airflow"]["dag_id"] == "mlops_retrain"
+    assert record["airflow"]["dag_id"] == "fraud_detection"
     assert record["airflow"]["try_number"] == 1
     assert record["airflow"]["logical_date"].startswith("2026-01-02")
     rows = (Path(record["source"]) / "transactions.csv").read_text().count("\n")
@@ -88,29 +88,38 @@ def test_flagship_dag_snapshots_aggregates_tunes_trains_registers_and_scores_on_
             "SELECT a.uri, e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id"
         ).fetchall()
     assert sorted((uri, json.loads(extra)["snapshot_id"]) for uri, extra in events) == [
-        ("x-airflow-mlops-snapshot://mlops_retrain/customer_features", features["snapshot_id"]),
-        ("x-airflow-mlops-snapshot://mlops_retrain/score_customers", scored["snapshot_id"]),
-        ("x-airflow-mlops-snapshot://mlops_retrain/snapshot_raw", record["snapshot_id"]),
+        ("x-airflow-mlops-snapshot://fraud_detection/customer_features", features["snapshot_id"]),
+        ("x-airflow-mlops-snapshot://fraud_detection/score_customers", scored["snapshot_id"]),
+        ("x-airflow-mlops-snapshot://fraud_detection/snapshot_raw", record["snapshot_id"]),
     ]
 
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{migrated_home / 'airflow_mlops' / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("fraud_detection").experiment_id])
-    (study,) = [r for r in runs if r.data.tags["airflow.task_id"] == "tune_fraud_model" and "mlflow.parentRunId" not in r.data.tags]
-    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == study.info.run_id]
-    assert study.info.status == "FINISHED" and len(trials) == 3  # n_trials from the trigger's params
+    # two mapped tuning tasks (tuning_workers) shared one study: n_trials complete trials in all
+    studies = [r for r in runs if r.data.tags["airflow.task_id"] == "tune_fraud_model" and "mlflow.parentRunId" not in r.data.tags]
+    assert len(studies) == 2 and {s.info.status for s in studies} == {"FINISHED"}
+    (study_name,) = {s.data.tags["optuna.study_name"] for s in studies}
+    assert study_name == f"fraud_detection.{record['airflow']['run_id']}"
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") in {s.info.run_id for s in studies}]
+    assert len(trials) == 3  # n_trials from the trigger's params, each trial one nested run
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{migrated_home / 'airflow_mlops' / 'optuna.db'}")
+    assert [t.state.name for t in study.trials].count("COMPLETE") == 3
     (run,) = [r for r in runs if r.data.tags["airflow.task_id"] == "train_fraud_model"]
     assert run.info.status == "FINISHED"
-    best = {key.removeprefix("best."): value for key, value in study.data.params.items() if key.startswith("best.")}
-    assert {key: run.data.params[key] for key in best} == best  # best_params went straight into training
+    assert {key: run.data.params[key] for key in study.best_params} == {k: str(v) for k, v in study.best_params.items()}
     assert run.data.tags["airflow_mlops.snapshot_id"] == features["snapshot_id"]
     assert run.data.tags["airflow.run_id"] == record["airflow"]["run_id"]
     assert run.data.tags["mlflow.source.git.commit"]
     with sqlite3.connect(migrated_home / "airflow.db") as db:
-        links = dict(db.execute("SELECT task_id, value FROM xcom WHERE key = '_link_MlflowRunLink'").fetchall())
-    assert json.loads(links["train_fraud_model"]).endswith(f"/runs/{run.info.run_id}")
-    assert json.loads(links["tune_fraud_model"]).endswith(f"/runs/{study.info.run_id}")
+        links = db.execute("SELECT task_id, map_index, value FROM xcom WHERE key = '_link_MlflowRunLink'").fetchall()
+    by_task = {(task_id, map_index): json.loads(value) for task_id, map_index, value in links}
+    assert by_task[("train_fraud_model", -1)].endswith(f"/runs/{run.info.run_id}")
+    assert {url.rsplit("/", 1)[1] for (task_id, _), url in by_task.items() if task_id == "tune_fraud_model"} == {
+        s.info.run_id for s in studies}
     with sqlite3.connect(migrated_home / "airflow.db") as db:
         (spark_ui,) = db.execute("SELECT value FROM xcom WHERE key = '_link_SparkUILink'").fetchone()
     assert json.loads(spark_ui).startswith("http://")
@@ -136,7 +145,7 @@ def test_flagship_dag_snapshots_aggregates_tunes_trains_registers_and_scores_on_
     assert {f"snapshot:{record['snapshot_id']}", f"snapshot:{features['snapshot_id']}", f"run:{run.info.run_id}",
             "model_version:fraud_detection/1"} <= set(upstream)
     downstream = lineage(record["snapshot_id"][:12])
-    assert {"model_version:fraud_detection/1", f"snapshot:{scored['snapshot_id']}", f"run:{study.info.run_id}"} <= set(downstream)
+    assert {"model_version:fraud_detection/1", f"snapshot:{scored['snapshot_id']}", *(f"run:{s.info.run_id}" for s in studies)} <= set(downstream)
 
     # the training run re-created from its record alone gives the same metrics
     reproduced = subprocess.run([str(VENV_BIN / "airflow-mlops"), "reproduce", run.info.run_id],
@@ -144,3 +153,42 @@ def test_flagship_dag_snapshots_aggregates_tunes_trains_registers_and_scores_on_
     assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr[-3000:]
     (again,) = client.search_runs([run.info.experiment_id], f"tags.`airflow_mlops.reproduces` = '{run.info.run_id}'")
     assert again.data.metrics == run.data.metrics
+
+
+def test_make_up_serves_both_uis_on_the_demo_stores_and_make_down_stops_every_process(tmp_path):
+    """`make up` starts `airflow standalone` and `mlflow ui` (ports printed); `make down` leaves nothing running."""
+    import psutil
+
+    from tests.conftest import free_port
+
+    home = tmp_path / "demo"
+    ports = {"AIRFLOW_PORT": str(free_port()), "MLFLOW_PORT": str(free_port())}
+    make = ["make", "-C", str(REPO), f"DEMO_HOME={home}", *(f"{k}={v}" for k, v in ports.items())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "MLFLOW_"))}
+    try:
+        up = subprocess.run([*make, "up"], capture_output=True, text=True, env=env, timeout=420)
+        assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+        assert f"http://127.0.0.1:{ports['AIRFLOW_PORT']}" in up.stdout and f"http://127.0.0.1:{ports['MLFLOW_PORT']}" in up.stdout
+        groups = [int((home / f"{name}.pid").read_text()) for name in ("standalone", "mlflow-ui")]
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['AIRFLOW_PORT']}/api/v2/monitor/health", timeout=30) as health:
+            parts = json.load(health)
+        assert {part: parts[part]["status"] for part in ("metadatabase", "scheduler", "dag_processor", "triggerer")} == {
+            "metadatabase": "healthy", "scheduler": "healthy", "dag_processor": "healthy", "triggerer": "healthy"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['MLFLOW_PORT']}/health", timeout=30) as health:
+            assert health.read() == b"OK"
+        assert (home / "simple_auth_manager_passwords.json.generated").exists()  # the UI's admin password
+    finally:
+        down = subprocess.run([*make, "down"], capture_output=True, text=True, env=env, timeout=120)
+    assert down.returncode == 0, down.stdout + down.stderr
+    left = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if _in_groups(p, groups)]
+    assert not left, left
+    assert not list(home.glob("*.pid"))
+
+
+def _in_groups(process, groups: list[int]) -> bool:
+    try:
+        return os.getpgid(process.pid) in groups
+    except (ProcessLookupError, PermissionError):
+        return False

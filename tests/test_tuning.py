@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -373,3 +375,226 @@ def test_trial_scores_equal_mlflow_evaluate(problem, embedded_client):
         ).metrics
     for metric in CLASSIFIER_METRICS if model_type == "classifier" else REGRESSOR_METRICS:
         assert score(model, X[200:], y[200:], metric, model_type) == pytest.approx(evaluated[metric]), metric
+
+
+SHARED_OPTIONS = dict(objective="tests.train_functions:shared_study_objective", metric="loss", direction="minimize")
+
+
+def shared_worker(tmp_path, snapshot_uri, task_id, try_number=1, **operator):
+    """An attempt of task ``task_id`` of the DAG run, with its own output and log files."""
+    config = tune_config(tmp_path, snapshot_uri, try_number, **operator)
+    config.update(task_id=task_id, output=str(tmp_path / f"{task_id}-{try_number}.json"))
+    return config
+
+
+def log_of(config) -> str:
+    return Path(config["output"]).with_suffix(".log").read_text()[-3000:]
+
+
+@pytest.fixture
+def workers():
+    """Worker processes a test starts; any still running at the end is killed."""
+    started: list = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def start_together(workers, markers, *configs, env=None):
+    """One process per config (``env`` by config index); once each is in its first trial, all go on."""
+    env = env or {}
+    for index, config in enumerate(configs):
+        workers.append(run_in_process(config, {**os.environ, **env.get(index, {})}))
+    deadline = time.monotonic() + 60
+    while len(list(markers.glob("ready-*"))) < len(configs):
+        assert time.monotonic() < deadline and all(p.poll() is None for p in workers), [log_of(c) for c in configs]
+        time.sleep(0.05)
+    (markers / "go").touch()
+    return workers
+
+
+def test_a_trial_gives_up_its_slot_when_n_trials_before_it_are_complete_or_under_way(airflow_home):
+    """The exactness rule of a shared study, on trials in each state: FAIL trials do not count,
+    COMPLETE, RUNNING and WAITING ones do; the worker that created a surplus trial stops."""
+    import optuna
+
+    from airflow_mlops.hooks.optuna import OptunaStorageHook
+    from airflow_mlops.tuning.objective import SURPLUS_ATTR
+    from airflow_mlops.tuning.study import claim_slot
+
+    storage = OptunaStorageHook().get_storage()
+    study = optuna.create_study(study_name="slots", storage=storage)
+    study.tell(study.ask(), 1.0)  # 0: COMPLETE
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)  # 1: FAIL
+    study.enqueue_trial({})  # 2: WAITING
+    storage.create_new_trial(storage.get_study_id_from_name("slots"))  # 3: RUNNING in another worker
+
+    study.optimize(lambda trial: claim_slot(trial, 3) or 2.0, n_trials=5)
+
+    trials = {t.number: t for t in study.get_trials()}
+    assert trials[2].state.name == "COMPLETE"  # taken first; only 0 counts ahead of it
+    assert trials[4].state.name == "PRUNED" and trials[4].user_attrs[SURPLUS_ATTR]  # 0, 2 and 3 ahead of it
+    assert sorted(trials) == [0, 1, 2, 3, 4]  # and the worker stopped there
+    study.tell(3, 3.0)
+    assert [t.number for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))] == [0, 2, 3]
+
+
+def test_in_a_shared_study_a_trial_no_worker_marked_is_failed_once_older_than_the_grace_period(airflow_home):
+    """It may be a live worker's, about to mark it; a dead worker's may never have sent a heartbeat to go stale."""
+    import optuna
+
+    from airflow_mlops.hooks.optuna import OptunaStorageHook
+    from airflow_mlops.tuning.study import fail_trials_of_dead_attempts
+
+    storage = OptunaStorageHook().get_storage(heartbeat_interval=1, grace_period=2)
+    study = optuna.create_study(study_name="unmarked", storage=storage)
+    study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    fail_trials_of_dead_attempts(study, storage, "retrain.run-1.tune.0", shared=True)
+    assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
+    time.sleep(2.2)
+    fail_trials_of_dead_attempts(study, storage, "retrain.run-1.tune.0", shared=True)
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]  # and re-queued
+
+
+def test_best_of_picks_the_best_tuning_result_for_the_direction():
+    from airflow_mlops.tuning import best_of
+
+    results = [{"best_params": {"C": 1}, "best_value": 0.8}, None, {"best_params": {"C": 2}, "best_value": 0.9},
+               {"best_params": {"C": 3}, "best_value": 0.7}]
+    assert best_of(results, "maximize")["best_params"] == {"C": 2}
+    assert best_of(iter(results), "minimize")["best_params"] == {"C": 3}
+    with pytest.raises(MlopsError, match="direction must be maximize or minimize, got 'max'"):
+        best_of(results, "max")
+    with pytest.raises(MlopsError, match="no tuning result"):
+        best_of([None], "maximize")
+
+
+def test_a_task_joining_a_shared_study_on_other_inputs_is_refused_before_any_trial(tmp_path, snapshot, embedded_client):
+    from airflow_mlops.operators import OptunaTuneOperator
+
+    assert "study_name" in OptunaTuneOperator.template_fields
+    _, record = snapshot
+    options = dict(estimator="sklearn.linear_model.LogisticRegression", n_trials=2, study_name="fraud.shared",
+                   search_space={"C": {"type": "float", "low": 0.01, "high": 10, "log": True}})
+    first = run_attempt({**tune_config(tmp_path, record.uri, 1, **options), "task_id": "tune_0"})["result"]
+    assert first["study_name"] == "fraud.shared" and first["n_complete"] == 2
+
+    other_space = {**options, "search_space": {"C": {"type": "float", "low": 0.1, "high": 100, "log": True}}}
+    with pytest.raises(MlopsError, match=r"^study 'fraud.shared' was made from other inputs than this task's "
+                                         r"\(differing: space\): the tasks sharing a study must tune on the same data"):
+        run_attempt({**tune_config(tmp_path, record.uri, 1, **other_space), "task_id": "tune_1"})
+    assert len(trials_of("fraud.shared")) == 2
+    assert {r.data.tags["airflow.task_id"] for r in runs_of(embedded_client, tmp_path.name)} == {"tune_0"}
+
+    # The same inputs join it: the study already has its trials, so the task returns its best at once.
+    joined = run_attempt({**tune_config(tmp_path, record.uri, 1, **options), "task_id": "tune_2"})["result"]
+    assert (joined["best_params"], joined["best_value"], joined["n_complete"]) == (
+        first["best_params"], first["best_value"], 2)
+    assert len(trials_of("fraud.shared")) == 2
+    assert embedded_client.get_run(joined["parent_run_id"]).info.status == "FINISHED"
+
+
+@pytest.mark.postgres
+def test_workers_sharing_a_study_make_exactly_n_trials_together_each_run_once(
+    tmp_path, snapshot, optuna_postgres, mlflow_conn, markers, monkeypatch, workers
+):
+    from airflow_mlops.hooks.mlflow import MlflowHook
+    from airflow_mlops.hooks.optuna import OptunaStorageHook
+    from airflow_mlops.tuning.objective import OWNER_ATTR, SURPLUS_ATTR
+
+    _, record = snapshot
+    monkeypatch.setenv("TRIAL_SLEEP", "0.2")
+    OptunaStorageHook(optuna_postgres).get_storage()  # the schema, ready before the race
+    options = dict(SHARED_OPTIONS, n_trials=8, study_name="fraud.shared", optuna_conn_id=optuna_postgres,
+                   mlflow_conn_id=mlflow_conn, heartbeat_interval=2, grace_period=30)
+    configs = [shared_worker(tmp_path, record.uri, f"tune_{i}", **options) for i in range(2)]
+    for config, process in zip(configs, start_together(workers, markers, *configs)):
+        assert process.wait(timeout=60) == 0, log_of(config)
+    results = [json.loads(Path(config["output"]).read_text())["result"] for config in configs]
+
+    trials = trials_of("fraud.shared", optuna_postgres)
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    surplus = [t for t in trials if t.user_attrs.get(SURPLUS_ATTR)]
+    assert len(complete) == 8 and len(trials) == 8 + len(surplus)  # nothing failed, nothing left running
+    assert all(t.state.name == "PRUNED" and not t.params for t in surplus)
+    best = min(complete, key=lambda t: t.value)
+    for result in results:  # each task returns the whole study's best
+        assert (result["study_name"], result["n_complete"], result["best_value"], result["best_params"]) == (
+            "fraud.shared", 8, best.value, best.params)
+
+    with MlflowHook(mlflow_conn).tracking_session() as client:
+        runs = runs_of(client, tmp_path.name)
+    parents = {r.data.tags["airflow.task_id"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert sorted(parents) == ["tune_0", "tune_1"]
+    assert sorted(p.info.run_id for p in parents.values()) == sorted(r["parent_run_id"] for r in results)
+    assert all(p.info.status == "FINISHED" and p.data.tags["optuna.study_name"] == "fraud.shared" for p in parents.values())
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    # every complete trial has one run, and surplus trials none; the trials were shared out
+    assert sorted(int(c.data.tags["optuna.trial_number"]) for c in children) == sorted(t.number for t in complete)
+    assert {c.data.tags["airflow.task_id"] for c in children} == set(parents)
+    ran_by = {t.number: t.user_attrs[OWNER_ATTR] for t in complete}
+    for child in children:  # under the parent run of the task that ran it
+        task = child.data.tags["airflow.task_id"]
+        assert ran_by[int(child.data.tags["optuna.trial_number"])] == f"retrain.{configs[0]['run_id']}.{task}.-1"
+        assert child.data.tags["mlflow.parentRunId"] == parents[task].info.run_id
+        assert child.info.status == "FINISHED" and child.data.tags["optuna.study_name"] == "fraud.shared"
+    assert len({c.data.params["x"] for c in children}) == 8  # no point tried twice
+
+
+@pytest.mark.postgres
+def test_a_worker_killed_mid_trial_in_a_shared_study_loses_nothing_and_its_retry_runs_no_extra_trial(
+    tmp_path, snapshot, optuna_postgres, mlflow_conn, markers, monkeypatch, workers
+):
+    from airflow_mlops.hooks.mlflow import MlflowHook
+    from airflow_mlops.hooks.optuna import OptunaStorageHook
+    from airflow_mlops.tuning.objective import OWNER_ATTR
+
+    _, record = snapshot
+    monkeypatch.setenv("TRIAL_SLEEP", "0.3")
+    OptunaStorageHook(optuna_postgres).get_storage()
+    options = dict(SHARED_OPTIONS, n_trials=6, study_name="fraud.killed", optuna_conn_id=optuna_postgres,
+                   mlflow_conn_id=mlflow_conn, heartbeat_interval=1, grace_period=4)
+    victim, survivor = (shared_worker(tmp_path, record.uri, task, **options) for task in ("tune_0", "tune_1"))
+    processes = start_together(workers, markers, victim, survivor, env={0: {"KILL_IN_TRIAL": "2"}})
+    deadline = time.monotonic() + 60
+    while not (markers / "blocked").exists():  # the victim finished a trial and is in its second one
+        assert time.monotonic() < deadline and processes[0].poll() is None, log_of(victim)
+        time.sleep(0.05)
+    killed = json.loads((markers / "blocked").read_text())["trial"]
+    processes[0].send_signal(signal.SIGKILL)
+    assert processes[0].wait() == -signal.SIGKILL
+    assert processes[1].wait(timeout=60) == 0, log_of(survivor)
+
+    victim_owner, survivor_owner = (f"retrain.{victim['run_id']}.{task}.-1" for task in ("tune_0", "tune_1"))
+    trials = trials_of("fraud.killed", optuna_postgres)
+    states = {t.number: t.state.name for t in trials}
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6 and "RUNNING" not in states.values() and "WAITING" not in states.values()
+    assert states[killed] == "FAIL"  # failed by the survivor once stale, re-queued, and run by it
+    (replacement,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed]
+    assert replacement.state.name == "COMPLETE" and replacement.user_attrs[OWNER_ATTR] == survivor_owner
+    kept = [t.number for t in complete if t.user_attrs[OWNER_ATTR] == victim_owner]
+    assert kept  # the victim's complete trial counts
+    assert json.loads(Path(survivor["output"]).read_text())["result"]["n_complete"] == 6
+
+    # The victim's retry: the study is done, so it runs no trial, and records its killed trial's end.
+    result = run_attempt({**victim, "try_number": 2})["result"]
+    assert [(t.number, t.state.name) for t in trials_of("fraud.killed", optuna_postgres)] == [
+        (t.number, t.state.name) for t in trials]
+    assert result["n_complete"] == 6 and result["best_value"] == min(t.value for t in complete)
+
+    with MlflowHook(mlflow_conn).tracking_session() as client:
+        runs = runs_of(client, tmp_path.name)
+    assert all(r.info.status != "RUNNING" for r in runs)
+    parents = {r.data.tags["airflow.task_id"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert parents["tune_0"].info.run_id == result["parent_run_id"] and len(parents) == 2
+    assert all(p.info.status == "FINISHED" for p in parents.values())
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    numbers = sorted(int(c.data.tags["optuna.trial_number"]) for c in children)
+    assert numbers == sorted([t.number for t in complete] + [killed])  # each trial that ran, once
+    victims = {int(c.data.tags["optuna.trial_number"]): c for c in children
+               if c.data.tags["mlflow.parentRunId"] == result["parent_run_id"]}
+    assert sorted(victims) == sorted(kept + [killed])
+    assert victims[killed].info.status == "FAILED" and victims[killed].data.tags["airflow_mlops.error"].startswith("stale:")

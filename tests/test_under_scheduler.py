@@ -1,5 +1,6 @@
 """The operators under a real scheduler: parallel first use of the embedded stores, SIGKILLed training
-and tuning that retries pick up, and a backfill of several dates at once.
+and tuning that retries pick up, and a backfill of several dates at once whose registration and
+prediction are killed once each.
 
 One Airflow (api-server + scheduler + dag-processor, LocalExecutor, metadata DB on PostgreSQL) serves
 the whole module; DAGs come from ``tests/scheduler_dags``. Tests run in file order: the first one
@@ -128,7 +129,12 @@ def test_study_killed_mid_way_keeps_its_trials_and_ends_with_n_trials_complete(c
     assert not [run.info.run_id for run in every_run if run.info.status == "RUNNING"]
 
 
-def test_backfill_of_three_dates_gives_three_snapshots_and_three_runs_of_those_dates(cluster):
+def test_backfill_of_three_dates_with_kills_in_registration_and_prediction_ends_consistent(cluster):
+    """Three dates at once, each killed once after its model version exists (before the aliases move) and
+    once mid-write of its predictions: the retries finish every run, with one snapshot, one FINISHED
+    training run, one model version and one predictions snapshot per date, and a champion the
+    serialized gate chose."""
+    from airflow_mlops.registry.history import history
     from airflow_mlops.snapshots import SnapshotStore
 
     backfill = cluster.backfill("backfilled", "2026-01-05T00:00:00Z", "2026-01-07T00:00:00Z", max_active_runs=3)
@@ -139,14 +145,40 @@ def test_backfill_of_three_dates_gives_three_snapshots_and_three_runs_of_those_d
     finished = cluster.wait_for_runs("backfilled", [run["dag_run_id"] for run in runs], timeout=600)
     dates = sorted(run["logical_date"][:10] for run in finished)
     assert dates == ["2026-01-05", "2026-01-06", "2026-01-07"]
+    for run in finished:  # each was killed once in registration and once in prediction, then retried
+        tries = {ti["task_id"]: ti["try_number"] for ti in cluster.task_instances("backfilled", run["dag_run_id"])}
+        assert tries == {"generate": 1, "snapshot": 1, "train": 1, "register": 2, "predict": 2}
+        for task_id in ("register", "predict"):
+            marker = json.loads(marker_path(cluster.home, "backfilled", run["dag_run_id"], task_id).read_text())
+            assert "signal" in cluster.task_log("backfilled", run["dag_run_id"], task_id, 1), marker
 
     store = SnapshotStore.open(str(cluster.home / "airflow_mlops" / "snapshots"))
-    snapshots = {r.airflow["logical_date"][:10]: r.snapshot_id for r in store.records() if r.airflow["dag_id"] == "backfilled"}
+    records = [r for r in store.records() if r.airflow["dag_id"] == "backfilled"]
+    snapshots = {r.airflow["logical_date"][:10]: r.snapshot_id for r in records if r.airflow["task_id"] == "snapshot"}
     assert sorted(snapshots) == dates and len(set(snapshots.values())) == 3  # each date its own data version
+    predictions = [r for r in records if r.airflow["task_id"] == "predict"]
+    assert sorted(r.airflow["logical_date"][:10] for r in predictions) == dates  # no partial or second one
+    assert all(r.airflow["try_number"] == 2 and r.parents == [snapshots[r.airflow["logical_date"][:10]]] for r in predictions)
+    assert store.verify() == []  # every recorded object whole
 
     client = _mlflow_client(cluster)
     experiment = client.get_experiment_by_name("backfilled")
-    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
-    assert sorted(run.data.tags["airflow.logical_date"][:10] for run in runs) == dates
-    assert {run.data.tags["airflow.logical_date"][:10]: run.data.tags["airflow_mlops.snapshot_id"] for run in runs} == snapshots
+    trained = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
+    assert sorted(run.data.tags["airflow.logical_date"][:10] for run in trained) == dates
+    assert {run.data.tags["airflow.logical_date"][:10]: run.data.tags["airflow_mlops.snapshot_id"] for run in trained} == snapshots
 
+    versions = {v.run_id: v for v in client.search_model_versions("name = 'backfilled'")}
+    assert set(versions) == {run.info.run_id for run in trained}  # one version per training run, none twice
+    decisions = {str(v.version): v.tags["airflow_mlops.gate.decision"] for v in versions.values()}
+    moves = [entry for entry in history(client, "backfilled") if entry["alias"] == "champion"]
+    assert [entry["from_version"] for entry in moves] == [None] + [entry["to_version"] for entry in moves[:-1]]  # no lost move
+    champion = client.get_model_version_by_alias("backfilled", "champion")
+    assert str(champion.version) == moves[-1]["to_version"]
+    assert {v for v, decision in decisions.items() if decision == "champion"} == {entry["to_version"] for entry in moves}
+    for entry in moves[1:]:  # each promotion beat the champion of its time on the same rows
+        metric = entry["scores"]["metric"]
+        assert entry["scores"]["challenger"][metric] > entry["scores"]["champion"][metric]
+    for version in (v for v in versions.values() if v.tags["airflow_mlops.gate.decision"] == "challenger"):
+        # a challenger lost against a version that was champion when it was judged
+        assert version.tags["airflow_mlops.gate.champion_version"] in {entry["to_version"] for entry in moves}
+        assert float(version.tags["airflow_mlops.gate.challenger_score"]) <= float(version.tags["airflow_mlops.gate.champion_score"])

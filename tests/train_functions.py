@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -59,6 +60,29 @@ def quadratic_objective(trial, data):
     with open(_marker("trials"), "a") as trials:
         trials.write(f"{trial.number}\n")
     return (x - 2.0) ** 2
+
+
+_trials_in_this_process = 0
+
+
+def shared_study_objective(trial, data):
+    """``quadratic_objective`` for workers sharing a study, paced by the test: each process's first trial
+    says TRAIN_MARKER_DIR/ready-<pid> and waits for TRAIN_MARKER_DIR/go, so the workers run together;
+    with KILL_IN_TRIAL=k, the process's k-th trial writes TRAIN_MARKER_DIR/blocked (pid, trial number)
+    and waits to be killed."""
+    global _trials_in_this_process
+    _trials_in_this_process += 1
+    if _trials_in_this_process == 1:
+        _marker(f"ready-{os.getpid()}").touch()
+        while not _marker("go").exists():
+            time.sleep(0.05)
+    if str(_trials_in_this_process) == os.environ.get("KILL_IN_TRIAL"):
+        staging = _marker("blocked.tmp")
+        staging.write_text(json.dumps({"pid": os.getpid(), "trial": trial.number}))
+        staging.rename(_marker("blocked"))
+        time.sleep(600)
+        raise RuntimeError("the test was to kill this process")
+    return quadratic_objective(trial, data)
 
 
 def negative_x_fails(trial, data):

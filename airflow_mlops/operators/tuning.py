@@ -16,22 +16,24 @@ class OptunaTuneOperator(SnapshotModelOperator):
 
     The study is stored in a database (``optuna_conn_id``: PostgreSQL in production, embedded SQLite
     by default) under a name derived from dag_id, task_id, run_id, map_index and a fingerprint of the
-    inputs (snapshot, search space, metric, validation), so a retry on the same inputs loads it and
-    runs only the missing trials: ``n_trials`` complete trials is the total for the task instance;
-    cleared after new data arrived, the task starts a new study. Trials left RUNNING by a killed
-    attempt are failed and re-queued when the retry starts, however soon. A trial that raises is
-    recorded as FAIL and replaced, and so is a pruned one; the study stops when every trial fails.
+    inputs (snapshot, search space, metric, validation), or under ``study_name`` to share it, so a
+    retry on the same inputs loads it and runs only the missing trials: ``n_trials`` complete trials
+    is the total for the task instance; cleared after new data arrived, the task starts a new study.
+    Trials left RUNNING by a killed attempt are failed and re-queued when the retry starts, however
+    soon. A trial that raises is recorded as FAIL and replaced, and so is a pruned one; the study
+    stops when every trial fails.
 
     Trials never see the held-out test split (``test_size``), which only the training run scores:
     the built-in objective cross-validates on the training part (``cv`` folds, stratified for
     classifiers; or one ``validation_size`` split), reporting each fold to the pruner, with the
     metric definitions of ``mlflow.models.evaluate``.
-    MLflow gets one parent run per study (best params and value, optimization-history and
+    MLflow gets one parent run per task instance (best params and value, optimization-history and
     param-importance plots, study name and storage without credentials as tags) and one nested run
     per trial (params, value, state, duration). Common parameters are described on
     :class:`~airflow_mlops.operators._base.SnapshotModelOperator`.
 
     :param n_trials: COMPLETE trials the study must have; failed and pruned ones do not count (templated).
+        In a shared study, the total that all the tasks sharing it make together.
     :param search_space: ``{"name": {"type": "float"|"int"|"categorical", ...}}`` or its JSON text
         (templated), for ``estimator``; checked whole before any trial.
     :param objective: callable or dotted path ``objective(trial, data) -> float``, for full control;
@@ -48,6 +50,17 @@ class OptunaTuneOperator(SnapshotModelOperator):
     :param optuna_conn_id: Airflow connection of the study database.
     :param heartbeat_interval: seconds between trial heartbeats; ``grace_period`` after which a silent
         trial of a worker that died is stale (for other workers sharing the study).
+    :param study_name: share one study among every task that names it (templated), Optuna's
+        distributed mode: for example ``"fraud.{{ run_id }}"`` on a mapped task
+        (``OptunaTuneOperator.partial(...).expand(n_jobs=[2, 2, 2])``) or on several tasks of one DAG
+        run, with an Optuna database they all reach (PostgreSQL). The tasks make exactly ``n_trials``
+        COMPLETE trials together, each trial run once, by one task, under that task's parent run; each
+        task finishes when the study has them all (replacing the trials of a worker that died, once
+        stale) and returns the whole study's best. Each worker's sampler is seeded at random, so the
+        workers try different points. A task whose inputs (snapshot, search space, metric, ...) differ
+        from those the study was made from is refused before any trial: a DAG run cleared after new
+        data needs another name, or the old study deleted. Default: a study of the task instance's own.
+        ``airflow_mlops.tuning.best_of`` picks the best of mapped tasks' results for the training task.
     :return: ``{"best_params", "best_value", "study_name", "parent_run_id", "n_complete"}`` as XCom;
         ``best_params`` is also pushed under its own key, so ``MLflowTrainOperator(hyperparams=
         tune.output["best_params"])`` takes it directly.
@@ -55,6 +68,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
 
     template_fields: Sequence[str] = (
         "input_snapshot", "target", "search_space", "features", "experiment_name", "store", "metric", "n_trials", "cv",
+        "study_name",
     )
 
     def __init__(
@@ -74,6 +88,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         optuna_conn_id: str | None = OptunaStorageHook.default_conn_name,
         heartbeat_interval: int = 30,
         grace_period: int = 90,
+        study_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -91,6 +106,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         self.optuna_conn_id = optuna_conn_id
         self.heartbeat_interval = heartbeat_interval
         self.grace_period = grace_period
+        self.study_name = study_name
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.tracking.data import prepare
@@ -107,7 +123,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         request = tuning_request(
             training, data, n_trials=self.n_trials, space=space, objective=objective, metric=self.metric,
             direction=self.direction, cv=self.cv, validation_size=self.validation_size, n_jobs=self.n_jobs,
-            timeout=self.timeout, sampler=self.sampler, pruner=self.pruner,
+            timeout=self.timeout, sampler=self.sampler, pruner=self.pruner, study_name=self.study_name,
         )
         lineage.run["studyName"] = request.study_name
         storage_hook = OptunaStorageHook(self.optuna_conn_id)

@@ -14,6 +14,8 @@ from airflow_mlops.tuning.request import TuningRequest
 ERROR_ATTR = "airflow_mlops.error"
 #: Which task instance ran a trial: a retry fails the trials its dead attempts left RUNNING.
 OWNER_ATTR = "airflow_mlops.task_instance"
+#: A trial that gave up its slot in a study that already had ``n_trials`` under way: it ran nothing.
+SURPLUS_ATTR = "airflow_mlops.surplus"
 
 
 class TrialObjective:

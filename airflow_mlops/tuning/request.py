@@ -20,6 +20,7 @@ from airflow_mlops.tuning.space import Dimension, parse_search_space
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler"}
 PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "successive_halving": "SuccessiveHalvingPruner",
            "none": "NopPruner"}
+_MAX_STUDY_NAME = 512  # Optuna's RDB storage limit
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class TuningRequest:
     sampler: Any = None
     pruner: Any = None
     storage_description: str = ""
+    shared_study_name: str | None = None  # a study several task instances share (Optuna's distributed mode)
 
     def definition(self) -> dict[str, Any]:
         """What the study's fingerprint digests and its parent run's ``definition/request.json`` records."""
@@ -78,8 +80,16 @@ class TuningRequest:
         return fingerprint(self.definition())
 
     @property
+    def shared(self) -> bool:
+        """Whether other task instances may run trials of this study."""
+        return self.shared_study_name is not None
+
+    @property
     def study_name(self) -> str:
-        """``dag_id.task_id.run_id[.map_index].<fingerprint>``: every attempt on the same inputs shares it."""
+        """The shared study's name if given; else ``dag_id.task_id.run_id[.map_index].<fingerprint>``, which
+        every attempt of the task instance on the same inputs shares."""
+        if self.shared_study_name is not None:
+            return self.shared_study_name
         identity = self.training.identity
         name = f"{identity['dag_id']}.{identity['task_id']}.{identity['run_id']}"
         if identity.get("map_index") not in (None, -1):
@@ -113,6 +123,7 @@ def tuning_request(
     timeout: float | None = None,
     sampler: Any = "tpe",
     pruner: Any = None,
+    study_name: Any = None,
 ) -> TuningRequest:
     """A checked request: defaults resolved (metric by model type, direction by metric), every bad value refused."""
     chosen_metric = metric or (DEFAULT_METRIC.get(data.model_type) if data.model_type else None)
@@ -138,7 +149,17 @@ def tuning_request(
         sampler=_build(sampler, SAMPLERS, "optuna.samplers", seed=training.seed),
         # None means no pruning (Optuna's own default would be the median pruner)
         pruner=_build(pruner if pruner is not None else "none", PRUNERS, "optuna.pruners"),
+        shared_study_name=_shared_study_name(study_name),
     )
+
+
+def _shared_study_name(name: Any) -> str | None:
+    """The study name a task was given (None or a template rendered empty: a study of its own)."""
+    if name is None or (isinstance(name, str) and not name.strip()):
+        return None
+    if not isinstance(name, str) or len(name.strip()) > _MAX_STUDY_NAME:
+        raise MlopsError(f"study_name must be text of at most {_MAX_STUDY_NAME} characters, got {str(name)[:80]!r}")
+    return name.strip()
 
 
 def positive_int(value: Any, name: str) -> int:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from airflow_mlops.tracking.runs import ERROR_TAG, identity_tags
-from airflow_mlops.tuning.objective import ERROR_ATTR
+from airflow_mlops.tuning.objective import ERROR_ATTR, OWNER_ATTR, SURPLUS_ATTR
 from airflow_mlops.tuning.request import TuningRequest
 
 PARENT_RUN_TAG = "mlflow.parentRunId"
@@ -22,17 +22,21 @@ def _ms(moment: Any) -> int | None:
 
 
 class TrialRunWriter:
-    """Writes each finished trial as a nested MLflow run, from the study's own record of it.
+    """Writes each finished trial of one task instance (``owner``) as a nested MLflow run, from the study's
+    own record of it.
 
     Runs are written on a background thread as Optuna reports trials done, so MLflow shows the study
-    as it progresses without slowing trials down; ``backfill`` writes any finished trial that has no
-    run yet (an attempt that died before writing it), so the study stays the one source of truth.
+    as it progresses without slowing trials down; ``backfill`` writes any finished trial of the task
+    instance that has no run yet (an attempt that died before writing it), so the study stays the one
+    source of truth. Trials other task instances ran in a shared study are theirs to write, and a
+    surplus trial (see ``study.claim_slot``), which ran nothing, gets no run.
     """
 
-    def __init__(self, client: Any, experiment_id: str, parent_run_id: str, request: TuningRequest):
+    def __init__(self, client: Any, experiment_id: str, parent_run_id: str, request: TuningRequest, owner: str):
         from concurrent.futures import ThreadPoolExecutor
 
         self.client, self.experiment_id, self.parent_run_id, self.request = client, experiment_id, parent_run_id, request
+        self.owner = owner
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trial-runs")
         self._pending: list[Any] = []
 
@@ -49,8 +53,13 @@ class TrialRunWriter:
         retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
         for trial in study.get_trials(deepcopy=False):
             existing = by_trial.get(str(trial.number))
-            if trial.state.is_finished() and (existing is None or existing.info.status == "RUNNING"):
+            if trial.state.is_finished() and self._ours(trial) and (existing is None or existing.info.status == "RUNNING"):
                 self._write(trial, retried, existing.info.run_id if existing is not None else None)
+
+    def _ours(self, trial: Any) -> bool:
+        """Run by this task instance; in a study of its own, also one whose worker died before marking it."""
+        marked = trial.user_attrs.get(OWNER_ATTR)
+        return marked == self.owner or (marked is None and not self.request.shared)
 
     def wait(self) -> None:
         """Block until every queued run is written; re-raise the first writing error."""
@@ -62,6 +71,8 @@ class TrialRunWriter:
         """Record one finished trial: create its run, or complete ``run_id`` that a dead attempt began."""
         from mlflow.entities import Metric, Param
 
+        if trial.user_attrs.get(SURPLUS_ATTR):
+            return
         state = trial.state.name
         error = trial.user_attrs.get(ERROR_ATTR)
         if state == "FAIL" and error is None:
