@@ -10,15 +10,19 @@ anything differs beyond ``tolerance``, or when it refuses (damaged data, changed
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, Param, task
 
 with DAG(
     dag_id="reproduce_run",
-    schedule=None,
+    schedule=None,  # on demand: triggered with the run to reproduce
     start_date=datetime(2026, 1, 1),
-    catchup=False,
+    catchup=False,  # nothing to catch up on without a schedule
+    max_active_runs=4,  # reproductions are independent of each other
+    # A retry helps a transient failure (a server away); a mismatch or a refusal fails at once.
+    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    doc_md=__doc__,
     params={
         "run_id": Param(
             type="string", pattern=r"^(\S+#)?[0-9a-f]{6,64}$",

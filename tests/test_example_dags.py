@@ -23,7 +23,7 @@ import pytest
 from tests.airflow_cluster import AirflowCluster, airflow_cluster  # noqa: F401 - the fixture
 from tests.conftest import REPO, VENV_BIN
 
-DAG_FILES = [REPO / "dags" / "wine_quality_retrain.py"]
+DAG_FILES = [REPO / "dags" / name for name in ("wine_quality_retrain.py", "fraud_detection.py", "reproduce_run.py")]
 
 WINE_DAG = "wine_quality_retrain"
 WINE_TASKS = ["generate_wines", "snapshot_wines", "tune_elasticnet", "train_elasticnet", "register_wine_quality",
@@ -449,3 +449,35 @@ def test_wine_dag_inverted_alpha_range_fails_tuning_before_any_trial(cluster):
     assert not _runs_of(_mlflow_client(cluster), "wine_quality", run_id, "tune_elasticnet")  # no parent run
     storage = f"sqlite:///{cluster.home / 'airflow_mlops' / 'optuna.db'}"
     assert not [s for s in optuna.get_all_study_summaries(storage) if run_id in s.study_name]  # no study, no trial
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+def test_fraud_dag_scheduled_run_on_the_embedded_default_then_reproduce_run_recreates_its_training(cluster):
+    """The flagship's first scheduled run (default params, Spark local[*], embedded stores) makes the whole
+    chain; reproduce_run, triggered with that training run's id, re-creates it with the same metrics."""
+    cluster.wait_for_dags("fraud_detection", "reproduce_run")
+    deadline = time.monotonic() + 120
+    while not (scheduled := [r for r in cluster.dag_runs("fraud_detection") if r["run_type"] == "scheduled"]):
+        assert time.monotonic() < deadline, "the scheduler made no fraud_detection run"
+        time.sleep(1)
+    run_id = min(scheduled, key=lambda r: r["logical_date"])["dag_run_id"]
+    cluster.wait_for_runs("fraud_detection", [run_id], timeout=900)
+
+    records = _records_of_run(cluster, run_id)
+    raw, features, scored = records["snapshot_raw"], records["customer_features"], records["score_customers"]
+    assert features.parents == [raw.snapshot_id] and features.extra["spark"]["master"] == "local[*]"
+    assert scored.parents == [features.snapshot_id] and scored.extra["prediction"]["engine"] == "spark"
+    client = _mlflow_client(cluster)
+    (training,) = [r for r in _runs_of(client, "fraud_detection", run_id, "train_fraud_model") if r.info.status == "FINISHED"]
+    (version,) = [v for v in client.search_model_versions("name = 'fraud_detection'") if v.run_id == training.info.run_id]
+    assert scored.extra["model"]["version"] == str(version.version)
+    assert {"snapshot:" + raw.snapshot_id, "run:" + training.info.run_id} <= set(_lineage(cluster, f"models:/fraud_detection/{version.version}"))
+
+    status, _ = _trigger_as_ui(cluster, "reproduce_run", {"run_id": "not a run id"}, None)
+    assert status == 400  # the form's pattern refuses it before a run exists
+    again = cluster.trigger("reproduce_run", conf={"run_id": training.info.run_id})
+    cluster.wait_for_runs("reproduce_run", [again], timeout=600)
+    experiment_id = client.get_experiment_by_name("fraud_detection").experiment_id
+    (reproduced,) = client.search_runs([experiment_id], f"tags.`airflow_mlops.reproduces` = '{training.info.run_id}'")
+    assert reproduced.data.metrics == training.data.metrics
