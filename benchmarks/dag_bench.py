@@ -89,9 +89,10 @@ def generate(rows: int):
     """The day's wines (the DAG's generator, seed and day) and the operators' train/test split."""
     from sklearn.model_selection import train_test_split
 
+    from airflow_mlops.datasets import dated_seed
     from airflow_mlops.datasets.wine import FEATURE_COLUMNS, TARGET, generate_wine_quality
 
-    frame = generate_wine_quality(rows, seed=DATA_SEED * 1_000_003 + LOGICAL_DATE.date().toordinal())
+    frame = generate_wine_quality(rows, seed=dated_seed(DATA_SEED, LOGICAL_DATE.date()))
     return frame, train_test_split(frame[FEATURE_COLUMNS], frame[TARGET], test_size=TEST_SIZE, random_state=SEED)
 
 

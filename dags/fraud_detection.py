@@ -25,6 +25,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, Param, task
 
 from airflow_mlops.config import mlops_home
+from airflow_mlops.datasets import DATA_DATE_TEMPLATE, dated_seed
 from airflow_mlops.etl.fraud import FEATURE_COLUMNS, KEY, LABEL
 from airflow_mlops.operators import (
     BatchPredictOperator,
@@ -35,9 +36,7 @@ from airflow_mlops.operators import (
     SparkETLOperator,
 )
 
-# The day's data: the run's logical date, or the day it ran for runs that have none (API or Asset triggers).
-DATA_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
-RAW_DATA = str(mlops_home() / "data" / "raw" / DATA_DATE)
+RAW_DATA = str(mlops_home() / "data" / "raw" / DATA_DATE_TEMPLATE)
 LANDED_TRANSACTIONS = Asset(name="fraud_transactions_landed", uri="x-airflow-mlops-snapshot://fraud_transactions_landed/snapshot")
 SEARCH_SPACE = {
     "n_estimators": {"type": "int", "low": 20, "high": 150},
@@ -131,15 +130,13 @@ with DAG(
     @task
     def generate_transactions(target: str, data_date: str, params: dict | None = None) -> str:
         """Stand-in for ingestion: the day's PaySim-style transactions (each date its own data)."""
-        from datetime import date
-
         from airflow_mlops.datasets.paysim import write_paysim_csv
 
-        seed = params["seed"] * 1_000_003 + date.fromisoformat(data_date).toordinal()
+        seed = dated_seed(params["seed"], data_date)
         return str(write_paysim_csv(target, rows=params["rows"], seed=seed))
 
     snapshot_raw = DataSnapshotOperator(task_id="snapshot_raw", source=RAW_DATA)
-    generate_transactions(RAW_DATA, DATA_DATE) >> snapshot_raw
+    generate_transactions(RAW_DATA, DATA_DATE_TEMPLATE) >> snapshot_raw
     retrain_and_score(snapshot_raw.output)
 
 

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, Param, task
 
 from airflow_mlops.config import mlops_home
+from airflow_mlops.datasets import DATA_DATE_TEMPLATE, dated_seed
 from airflow_mlops.datasets.wine import FEATURE_COLUMNS, KEY, TARGET
 from airflow_mlops.operators import (
     BatchPredictOperator,
@@ -33,9 +34,7 @@ from airflow_mlops.operators import (
 )
 from airflow_mlops.tracking.metrics import REGRESSOR_METRICS
 
-# The day's data: the run's logical date, or the day it ran for runs that have none (API or Asset triggers).
-DATA_DATE = "{{ (dag_run.logical_date or dag_run.run_after) | ds }}"
-RAW_DATA = str(mlops_home() / "data" / "wine_quality" / DATA_DATE)
+RAW_DATA = str(mlops_home() / "data" / "wine_quality" / DATA_DATE_TEMPLATE)
 
 # The search space as JSON text built from the params when the task runs (search_space is templated);
 # the operator checks it whole (numbers, low <= high, alpha > 0 on a log scale) before any trial.
@@ -90,14 +89,12 @@ with DAG(
     @task
     def generate_wines(target: str, data_date: str, params: dict | None = None) -> str:
         """Stand-in for ingestion: the day's wines (each date its own data)."""
-        from datetime import date
-
         from airflow_mlops.datasets.wine import write_wine_quality_csv
 
-        seed = params["seed"] * 1_000_003 + date.fromisoformat(data_date).toordinal()
+        seed = dated_seed(params["seed"], data_date)
         return str(write_wine_quality_csv(target, rows=params["rows"], seed=seed))
 
-    generated = generate_wines(RAW_DATA, DATA_DATE)
+    generated = generate_wines(RAW_DATA, DATA_DATE_TEMPLATE)
 
     snapshot_wines = DataSnapshotOperator(task_id="snapshot_wines", source=RAW_DATA)
 

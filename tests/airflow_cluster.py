@@ -137,6 +137,20 @@ class AirflowCluster:
             parts.append(f"--- {name} (last {lines} lines)\n" + "\n".join(text[-lines:]))
         return "\n".join(parts)
 
+    # ----------------------------------------------------------------- the embedded stores its tasks used
+
+    def mlflow_client(self):
+        """A client of the embedded MLflow store under the cluster's AIRFLOW_HOME."""
+        import mlflow
+
+        return mlflow.MlflowClient(f"sqlite:///{self.home / 'airflow_mlops' / 'mlflow.db'}")
+
+    def snapshot_store(self):
+        """The default snapshot store under the cluster's AIRFLOW_HOME."""
+        from airflow_mlops.snapshots import SnapshotStore
+
+        return SnapshotStore.open(str(self.home / "airflow_mlops" / "snapshots"))
+
     # ----------------------------------------------------------------- REST API
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -34,17 +34,22 @@ def marker_path(home: Path, dag_id: str, run_id: str, task_id: str) -> Path:
     return home / FAULT_MARKERS / f"{dag_id}.{run_id}.{task_id}.json"
 
 
+def _leave_marker(ti, **info) -> None:
+    """Say where the task process is (pid and ``info``) in its marker file, written atomically."""
+    marker = marker_path(Path(os.environ["AIRFLOW_HOME"]), ti.dag_id, ti.run_id, ti.task_id)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.with_suffix(".tmp").write_text(json.dumps({"pid": os.getpid(), **info}))
+    marker.with_suffix(".tmp").rename(marker)
+
+
 def _wait_to_be_killed_on_first_try(**info) -> None:
-    """On try 1: say where we are (pid and ``info``) in a marker file, then wait for the test's SIGKILL."""
+    """On try 1: leave a marker, then wait for the test's SIGKILL."""
     from airflow.sdk import get_current_context
 
     ti = get_current_context()["ti"]
     if ti.try_number != 1:
         return
-    marker = marker_path(Path(os.environ["AIRFLOW_HOME"]), ti.dag_id, ti.run_id, ti.task_id)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.with_suffix(".tmp").write_text(json.dumps({"pid": os.getpid(), **info}))
-    marker.with_suffix(".tmp").rename(marker)
+    _leave_marker(ti, **info)
     time.sleep(600)
     raise RuntimeError("the test was to kill this process")
 
@@ -81,8 +86,9 @@ def killed_on_first_try_inside(target: str, truncate_output: bool = False):
         ti = context["ti"]
         if ti.try_number != 1:
             return
-        module = importlib.import_module(target.split(":")[0])
-        original = getattr(module, target.split(":")[1])
+        module_name, function_name = target.split(":")
+        module = importlib.import_module(module_name)
+        original = getattr(module, function_name)
 
         def dying(*args, **kwargs):
             if truncate_output:
@@ -90,11 +96,9 @@ def killed_on_first_try_inside(target: str, truncate_output: bool = False):
                 path = Path(args[1])
                 with open(path, "r+b") as written:
                     written.truncate(path.stat().st_size // 2)
-            marker = marker_path(Path(os.environ["AIRFLOW_HOME"]), ti.dag_id, ti.run_id, ti.task_id)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(json.dumps({"pid": os.getpid(), "killed_in": target}))
+            _leave_marker(ti, killed_in=target)
             os.kill(os.getpid(), signal.SIGKILL)
 
-        setattr(module, target.split(":")[1], dying)
+        setattr(module, function_name, dying)
 
     return pre_execute

@@ -179,12 +179,6 @@ def cluster(airflow_cluster: AirflowCluster) -> AirflowCluster:  # noqa: F811
     return airflow_cluster
 
 
-def _mlflow_client(cluster: AirflowCluster):
-    import mlflow
-
-    return mlflow.MlflowClient(f"sqlite:///{cluster.home / 'airflow_mlops' / 'mlflow.db'}")
-
-
 def _runs_of(client, experiment: str, run_id: str, task_id: str) -> list:
     """Every MLflow run (top level and nested) a task instance made."""
     experiment_id = client.get_experiment_by_name(experiment).experiment_id
@@ -201,14 +195,8 @@ def _study(client, run_id: str) -> tuple:
     return parent, trials
 
 
-def _store(cluster: AirflowCluster):
-    from airflow_mlops.snapshots import SnapshotStore
-
-    return SnapshotStore.open(str(cluster.home / "airflow_mlops" / "snapshots"))
-
-
 def _records_of_run(cluster: AirflowCluster, run_id: str) -> dict:
-    return {r.airflow["task_id"]: r for r in _store(cluster).records() if r.airflow.get("run_id") == run_id}
+    return {r.airflow["task_id"]: r for r in cluster.snapshot_store().records() if r.airflow.get("run_id") == run_id}
 
 
 def _version_of_training(client, training_run_id: str):
@@ -293,7 +281,7 @@ def test_wine_dag_unpaused_runs_once_for_the_latest_day_with_default_params_into
     assert scheduled["state"] == "success"
     raw = _records_of_run(cluster, run_id)["snapshot_wines"]
     assert (Path(raw.source) / "wine_quality.csv").read_text().count("\n") == 1_599 + 1  # default rows
-    client = _mlflow_client(cluster)
+    client = cluster.mlflow_client()
     study, trials = _study(client, run_id)
     assert study.data.params["n_trials"] == "20" and len(trials) == 20  # default n_trials
     (train,) = _runs_of(client, "wine_quality", run_id, "train_elasticnet")
@@ -306,7 +294,7 @@ def test_wine_dag_unpaused_runs_once_for_the_latest_day_with_default_params_into
 @pytest.mark.postgres
 def test_wine_dag_end_to_end_two_days_two_versions_through_the_gate(cluster):
     conf = {"rows": 400, "n_trials": 3, "alpha_low": 0.001, "alpha_high": 0.5}
-    client = _mlflow_client(cluster)
+    client = cluster.mlflow_client()
     champion_before = client.get_model_version_by_alias("wine_quality", "champion")
     started = time.monotonic()
     run_id = cluster.trigger(WINE_DAG, conf=conf, logical_date="2026-03-01T00:00:00Z")
@@ -358,7 +346,7 @@ def test_wine_dag_end_to_end_two_days_two_versions_through_the_gate(cluster):
     assert scored.extra["model"] == {"model_uri": f"models:/wine_quality/{champion_version}", "name": "wine_quality",
                                      "version": champion_version, "run_id": champion.run_id, "alias": "champion"}
     restored = cluster.root / "restored-predictions"
-    _store(cluster).restore(scored.snapshot_id, restored)
+    cluster.snapshot_store().restore(scored.snapshot_id, restored)
     import pandas as pd
 
     predictions = pd.read_parquet(restored)
@@ -411,7 +399,7 @@ def test_wine_dag_ui_trigger_form_values_reach_the_tasks_and_bad_ones_are_refuse
 
     raw = _records_of_run(cluster, run_id)["snapshot_wines"]
     assert (Path(raw.source) / "wine_quality.csv").read_text().count("\n") == 251
-    client = _mlflow_client(cluster)
+    client = cluster.mlflow_client()
     study, trials = _study(client, run_id)
     assert study.data.params["n_trials"] == "2" and study.data.params["metric"] == "mean_absolute_error"
     assert study.data.params["direction"] == "minimize"
@@ -446,7 +434,7 @@ def test_wine_dag_inverted_alpha_range_fails_tuning_before_any_trial(cluster):
     assert status == 200  # stop the retries: the same inputs fail the same way
     log = cluster.task_log(WINE_DAG, run_id, "tune_elasticnet", 1)
     assert "SearchSpaceError" in log and "alpha: low 0.5 is above high 0.05" in log, log[-3000:]
-    assert not _runs_of(_mlflow_client(cluster), "wine_quality", run_id, "tune_elasticnet")  # no parent run
+    assert not _runs_of(cluster.mlflow_client(), "wine_quality", run_id, "tune_elasticnet")  # no parent run
     storage = f"sqlite:///{cluster.home / 'airflow_mlops' / 'optuna.db'}"
     assert not [s for s in optuna.get_all_study_summaries(storage) if run_id in s.study_name]  # no study, no trial
 
@@ -468,7 +456,7 @@ def test_fraud_dag_scheduled_run_on_the_embedded_default_then_reproduce_run_recr
     raw, features, scored = records["snapshot_raw"], records["customer_features"], records["score_customers"]
     assert features.parents == [raw.snapshot_id] and features.extra["spark"]["master"] == "local[*]"
     assert scored.parents == [features.snapshot_id] and scored.extra["prediction"]["engine"] == "spark"
-    client = _mlflow_client(cluster)
+    client = cluster.mlflow_client()
     (training,) = [r for r in _runs_of(client, "fraud_detection", run_id, "train_fraud_model") if r.info.status == "FINISHED"]
     (version,) = [v for v in client.search_model_versions("name = 'fraud_detection'") if v.run_id == training.info.run_id]
     assert scored.extra["model"]["version"] == str(version.version)

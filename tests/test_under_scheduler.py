@@ -30,12 +30,6 @@ def cluster(airflow_cluster: AirflowCluster) -> AirflowCluster:  # noqa: F811
     return airflow_cluster
 
 
-def _mlflow_client(cluster: AirflowCluster):
-    import mlflow
-
-    return mlflow.MlflowClient(f"sqlite:///{cluster.home / 'airflow_mlops' / 'mlflow.db'}")
-
-
 def _top_level_runs(client, dag_id: str, run_id: str, task_id: str) -> list:
     experiment = client.get_experiment_by_name(dag_id)
     runs = client.search_runs([experiment.experiment_id], max_results=1000,
@@ -72,7 +66,7 @@ def test_parallel_tasks_on_fresh_embedded_stores_all_succeed_on_their_first_try(
     parallel = [instances[t] for t in ("train_a", "train_b", "tune_a", "tune_b")]
     assert max(ti["start_date"] for ti in parallel) < min(ti["end_date"] for ti in parallel), "they ran at once"
 
-    client = _mlflow_client(cluster)
+    client = cluster.mlflow_client()
     for task_id in ("train_a", "train_b", "tune_a", "tune_b"):
         (run,) = _top_level_runs(client, "first_use", run_id, task_id)
         assert run.info.status == "FINISHED"
@@ -92,7 +86,7 @@ def test_training_killed_mid_run_is_retried_into_exactly_one_finished_run(cluste
     assert train["try_number"] == 2
     first_attempt = cluster.task_log("train_killed", run_id, "train", 1)
     assert "signal" in first_attempt and "-9" in first_attempt, first_attempt[-3000:]  # the SIGKILL happened
-    runs = _top_level_runs(_mlflow_client(cluster), "train_killed", run_id, "train")
+    runs = _top_level_runs(cluster.mlflow_client(), "train_killed", run_id, "train")
     by_try = {run.data.tags["airflow.try_number"]: run for run in runs}
     assert sorted(by_try) == ["1", "2"]
     assert by_try["1"].info.status == "FAILED" and "abandoned" in by_try["1"].data.tags["airflow_mlops.error"]
@@ -112,7 +106,7 @@ def test_study_killed_mid_way_keeps_its_trials_and_ends_with_n_trials_complete(c
 
     (tune,) = [ti for ti in cluster.task_instances("tune_killed", run_id) if ti["task_id"] == "tune"]
     assert tune["try_number"] == 2
-    client = _mlflow_client(cluster)
+    client = cluster.mlflow_client()
     (parent,) = _top_level_runs(client, "tune_killed", run_id, "tune")
     assert parent.info.status == "FINISHED"
     study = optuna.load_study(study_name=parent.data.tags["optuna.study_name"],
@@ -135,7 +129,6 @@ def test_backfill_of_three_dates_with_kills_in_registration_and_prediction_ends_
     training run, one model version and one predictions snapshot per date, and a champion the
     serialized gate chose."""
     from airflow_mlops.registry.history import history
-    from airflow_mlops.snapshots import SnapshotStore
 
     backfill = cluster.backfill("backfilled", "2026-01-05T00:00:00Z", "2026-01-07T00:00:00Z", max_active_runs=3)
     deadline = time.monotonic() + 60
@@ -152,7 +145,7 @@ def test_backfill_of_three_dates_with_kills_in_registration_and_prediction_ends_
             marker = json.loads(marker_path(cluster.home, "backfilled", run["dag_run_id"], task_id).read_text())
             assert "signal" in cluster.task_log("backfilled", run["dag_run_id"], task_id, 1), marker
 
-    store = SnapshotStore.open(str(cluster.home / "airflow_mlops" / "snapshots"))
+    store = cluster.snapshot_store()
     records = [r for r in store.records() if r.airflow["dag_id"] == "backfilled"]
     snapshots = {r.airflow["logical_date"][:10]: r.snapshot_id for r in records if r.airflow["task_id"] == "snapshot"}
     assert sorted(snapshots) == dates and len(set(snapshots.values())) == 3  # each date its own data version
@@ -161,7 +154,7 @@ def test_backfill_of_three_dates_with_kills_in_registration_and_prediction_ends_
     assert all(r.airflow["try_number"] == 2 and r.parents == [snapshots[r.airflow["logical_date"][:10]]] for r in predictions)
     assert store.verify() == []  # every recorded object whole
 
-    client = _mlflow_client(cluster)
+    client = cluster.mlflow_client()
     experiment = client.get_experiment_by_name("backfilled")
     trained = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
     assert sorted(run.data.tags["airflow.logical_date"][:10] for run in trained) == dates
