@@ -69,9 +69,12 @@ down:
 		kill -KILL -$$group 2>/dev/null; rm -f $$pidfile; echo "stopped $$name"; \
 	done
 
-## Run the test suite (services it needs: PostgreSQL on 127.0.0.1:5432; moto's S3 server is started by the tests).
+## Run the test suite (services it needs: PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379; moto's S3
+## server, MLflow servers, Spark and Airflow clusters are started by the tests). Whole modules go to
+## TEST_WORKERS processes, longest first (tests/conftest.py); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: $(INSTALLED)
-	$(PY) -m pytest -q -ra --durations=25
+	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 bench: $(INSTALLED)
 	$(PY) benchmarks/snapshot_bench.py

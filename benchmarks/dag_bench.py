@@ -7,16 +7,19 @@ file in a fresh process so its imports are cold, as in the dag-processor; target
 The DAG is loaded from its file with ``DagBag`` and run by ``dag.test()`` (``run_conf`` rows and
 trials, a fixed logical date) in a fresh AIRFLOW_HOME, ``airflow db migrate`` done beforehand and not
 timed, on the embedded SQLite MLflow and Optuna stores. The script is what a user would write for
-the same records, no more: the same data (generator, seed, day) kept in memory, the same study (TPE
+the same records, no more: the day's data (generator, seed, day) written as the DAG writes it, with a
+content-addressed copy as its version (BLAKE3), kept in memory for the steps; the same study (TPE
 seeded 42, the DAG's search space, 5-fold CV on the training part, SQLite storage), a nested MLflow
-run per trial (params, metric) under a parent with the best params, the training run (params, the
-metrics of ``tracking.metrics``, the model with signature and input example, skops and pinned
-requirements as the operator logs it), ``mlflow.register_model`` with the ``champion`` alias, and
-``pyfunc.load_model`` scoring the day's rows into Parquet, on a SQLite MLflow store with local
-artifacts. What the DAG adds (snapshots, retry bookkeeping, environment and code capture, plots,
-the gate) is its overhead. Each side runs in a fresh child process with fresh stores, alternating,
-and all runs must agree on the champion's params and RMSE and on the number of MLflow runs. Prints
-medians per step and in total, DAG/script (target < 1.3), child wall time and peak memory.
+run per trial (params, metric) under a parent with the best params and the study's two plots; the
+training run (params, the model with signature, input example, skops and pinned requirements as the
+operator logs it, MLflow's default evaluation and a residuals plot); on both runs the data version
+as an MLflow dataset, the installed packages and the code; ``mlflow.register_model`` with the
+``champion`` alias, and ``pyfunc.load_model`` scoring the day's rows into Parquet, on a SQLite MLflow
+store with local artifacts. What the DAG adds (Airflow's task machinery, the snapshot records, retry
+bookkeeping, the run definition kept for ``reproduce``, the gate's scoring) is its overhead. Each
+side runs in a fresh child process with fresh stores, alternating, and all runs must agree on the
+champion's params and RMSE and on the number of MLflow runs. Prints medians per step and in total,
+DAG/script (target < 1.3), child wall time and peak memory.
 
     python benchmarks/dag_bench.py [--rows 1599] [--trials 20] [--rounds 3]
 """
@@ -85,15 +88,26 @@ def run_dag(home: Path, rows: int, trials: int) -> dict:
     return {"seconds": seconds, "steps": steps, **champion(f"sqlite:///{home}/airflow_mlops/mlflow.db")}
 
 
-def generate(rows: int):
-    """The day's wines (the DAG's generator, seed and day) and the operators' train/test split."""
+def generate(home: Path, rows: int):
+    """The day's wines (the DAG's generator, seed and day) written as its CSV, a content-addressed copy of
+    the file as the data version, and the operators' train/test split."""
+    import shutil
+
+    from blake3 import blake3
     from sklearn.model_selection import train_test_split
 
     from airflow_mlops.datasets import dated_seed
     from airflow_mlops.datasets.wine import FEATURE_COLUMNS, TARGET, generate_wine_quality
 
     frame = generate_wine_quality(rows, seed=dated_seed(DATA_SEED, LOGICAL_DATE.date()))
-    return frame, train_test_split(frame[FEATURE_COLUMNS], frame[TARGET], test_size=TEST_SIZE, random_state=SEED)
+    source = home / "data" / "wine_quality.csv"
+    source.parent.mkdir()
+    frame.to_csv(source, index=False)
+    version = blake3(source.read_bytes()).hexdigest()
+    (home / "versions").mkdir()
+    shutil.copyfile(source, home / "versions" / version)
+    return frame, version, train_test_split(frame[FEATURE_COLUMNS], frame[TARGET], test_size=TEST_SIZE,
+                                            random_state=SEED)
 
 
 def rmse(model, X, y) -> float:
@@ -103,10 +117,29 @@ def rmse(model, X, y) -> float:
     return float(np.sqrt(mean_squared_error(y, model.predict(X))))
 
 
-def tune(home: Path, X_train, y_train, trials: int) -> dict:
-    """The Optuna study, a nested MLflow run per trial, the best params on the parent run."""
+def log_inputs(frame, version: str) -> None:
+    """On the active run: the data version as an MLflow dataset, the installed packages and this code."""
+    from importlib.metadata import distributions
+
+    import mlflow
+
+    from airflow_mlops.datasets.wine import TARGET
+
+    mlflow.log_input(mlflow.data.from_pandas(frame, source=f"versions/{version}", targets=TARGET,
+                                             name=f"wine:{version}", digest=version[:32]), context="training")
+    pins = sorted(f"{d.metadata['Name']}=={d.metadata['Version']}" for d in distributions())
+    mlflow.log_text("\n".join(pins) + "\n", "environment/requirements.txt")
+    mlflow.log_artifact(__file__, "code")
+
+
+def tune(home: Path, frame, version: str, X_train, y_train, trials: int) -> dict:
+    """The Optuna study, a nested MLflow run per trial, the best params and the study's plots on the parent."""
+    import matplotlib
+
+    matplotlib.use("Agg")
     import mlflow
     import optuna
+    import optuna.visualization.matplotlib as plots
     from sklearn.linear_model import ElasticNet
     from sklearn.model_selection import KFold
 
@@ -129,44 +162,49 @@ def tune(home: Path, X_train, y_train, trials: int) -> dict:
     study = optuna.create_study(study_name=MODEL, storage=f"sqlite:///{home}/optuna.db", direction="minimize",
                                 sampler=optuna.samplers.TPESampler(seed=SEED))
     with mlflow.start_run(run_name="tune"):
+        log_inputs(frame, version)
         study.optimize(objective, n_trials=trials)
         mlflow.log_params({f"best.{name}": value for name, value in study.best_params.items()})
         mlflow.log_metric(f"best_{METRIC}", study.best_value)
+        for name, plot in {"optimization_history": plots.plot_optimization_history,
+                           "param_importances": plots.plot_param_importances}.items():
+            mlflow.log_figure(plot(study).figure, f"plots/{name}.png")
     return study.best_params
 
 
-def train(best: dict, X_train, X_test, y_train, y_test) -> str:
-    """ElasticNet with the best params as one run: params, metrics, the model as the operator logs it."""
-    from importlib.metadata import version
+def train(frame, version: str, best: dict, X_train, X_test, y_train, y_test) -> str:
+    """ElasticNet with the best params as one run: params, the model as the operator logs it, MLflow's
+    default evaluation (metrics and plots) on the test split and a residuals plot."""
+    from importlib.metadata import version as installed
 
+    import matplotlib.pyplot as plt
     import mlflow
-    import numpy as np
     import skops.io
     from mlflow.models import infer_signature
-    from sklearn import metrics
     from sklearn.linear_model import ElasticNet
 
     from airflow_mlops.datasets.wine import TARGET
 
     model = ElasticNet(**best, random_state=SEED).fit(X_train, y_train)
-    predicted = model.predict(X_test)
     example = X_train.head(5)
     with mlflow.start_run(run_name="train"):
         mlflow.log_params({**best, "seed": SEED, "target": TARGET, "test_size": TEST_SIZE, "estimator": "ElasticNet"})
-        mlflow.log_metrics({
-            "r2_score": metrics.r2_score(y_test, predicted),
-            "mean_absolute_error": metrics.mean_absolute_error(y_test, predicted),
-            "mean_squared_error": metrics.mean_squared_error(y_test, predicted),
-            METRIC: float(np.sqrt(metrics.mean_squared_error(y_test, predicted))),
-            "max_error": metrics.max_error(y_test, predicted),
-            "mean_absolute_percentage_error": metrics.mean_absolute_percentage_error(y_test, predicted),
-        })
+        log_inputs(frame, version)
         info = mlflow.sklearn.log_model(
             model, name="model", signature=infer_signature(example, model.predict(example)), input_example=example,
             skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
-            pip_requirements=[f"{package}=={version(package)}"
+            pip_requirements=[f"{package}=={installed(package)}"
                               for package in ("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops")],
         )
+        residuals = y_test.to_numpy() - model.predict(X_test)
+        figure, (scatter, histogram) = plt.subplots(1, 2, figsize=(10, 4))
+        scatter.scatter(model.predict(X_test), residuals, s=8)
+        histogram.hist(residuals, bins=30)
+        mlflow.log_figure(figure, "residuals.png")
+        plt.close(figure)
+        mlflow.models.evaluate(model=info.model_uri, data=X_test.assign(**{TARGET: y_test}), targets=TARGET,
+                               model_type="regressor", evaluators=["default"],
+                               evaluator_config={"default": {"log_model_explainability": False}})
     return info.model_uri
 
 
@@ -196,9 +234,9 @@ def run_script(home: Path, rows: int, trials: int) -> dict:
         marks.append(time.perf_counter())
         return result
 
-    frame, (X_train, X_test, y_train, y_test) = step(lambda: generate(rows))
-    best = step(lambda: tune(home, X_train, y_train, trials))
-    model_uri = step(lambda: train(best, X_train, X_test, y_train, y_test))
+    frame, version, (X_train, X_test, y_train, y_test) = step(lambda: generate(home, rows))
+    best = step(lambda: tune(home, frame, version, X_train, y_train, trials))
+    model_uri = step(lambda: train(frame, version, best, X_train, X_test, y_train, y_test))
     step(lambda: register(model_uri))
     step(lambda: predict(home, frame))
     steps = {name: end - start for name, start, end in zip(STEPS, marks, marks[1:])}

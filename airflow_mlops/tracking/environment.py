@@ -36,11 +36,11 @@ def installed_requirements() -> str:
     Read once per process: it reads every installed package's metadata, and a task's packages do
     not change while it runs.
     """
-    pins = {
-        (dist.metadata["Name"] or "").lower(): f"{dist.metadata['Name']}=={dist.version}"
-        for dist in importlib.metadata.distributions()
-        if dist.metadata["Name"]
-    }
+    pins = {}
+    for dist in importlib.metadata.distributions():
+        metadata = dist.metadata  # parsed on every access: once per package, not once per field
+        if name := metadata["Name"]:
+            pins[name.lower()] = f"{name}=={metadata['Version']}"
     return "\n".join(pins[name] for name in sorted(pins)) + "\n"
 
 
