@@ -18,9 +18,11 @@ RUN mkdir -p /opt/airflow/airflow_mlops
 
 COPY --chown=airflow:root pyproject.toml README.md requirements.lock /opt/airflow-mlops/
 COPY --chown=airflow:root airflow_mlops /opt/airflow-mlops/airflow_mlops
-# apache-airflow pinned to the image's own version: pip fails rather than move it.
+# As a provider goes into an existing Airflow: apache-airflow pinned to the image's own version (pip fails
+# rather than move it), the extras this stack uses (Spark ETL and prediction; PostgreSQL and Celery for
+# Airflow itself), and requirements.lock as constraints so the image runs what CI tests.
 RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" \
-      -c /opt/airflow-mlops/requirements.lock /opt/airflow-mlops
+      -c /opt/airflow-mlops/requirements.lock "/opt/airflow-mlops[spark,postgres,celery]"
 # The Spark that pyspark ships (spark-class, spark-submit, jars): Spark master, workers and the drivers in tasks.
 RUN ln -s "$(python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')" /opt/airflow-mlops/spark
 ENV SPARK_HOME=/opt/airflow-mlops/spark

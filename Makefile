@@ -2,6 +2,7 @@
 PYTHON ?= python3.11
 VENV ?= .venv
 PY := $(VENV)/bin/python
+FLOOR_VENV ?= .venv-floor
 INSTALLED := $(VENV)/.installed
 DEMO_HOME ?= $(CURDIR)/.demo
 DEMO_DATE ?=
@@ -11,7 +12,7 @@ MLFLOW_PORT ?= 5000
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 
-.PHONY: install demo up down test bench clean
+.PHONY: install demo up down test test-floor bench clean
 
 $(INSTALLED): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -76,6 +77,18 @@ TEST_WORKERS ?= 2
 test: $(INSTALLED)
 	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
+## The floor environment: a fresh venv with the lowest versions pyproject.toml's ranges allow for every
+## direct dependency (uv --resolution lowest-direct; the rest resolves as for a user today), running the
+## tests marked `floor` (fast, no service). A declared floor the code does not work with fails here.
+test-floor: $(INSTALLED)
+	rm -rf $(FLOOR_VENV)
+	$(VENV)/bin/uv venv --quiet --python $(PYTHON) $(FLOOR_VENV)
+	$(VENV)/bin/uv pip install --quiet --python $(FLOOR_VENV)/bin/python --resolution lowest-direct '.[spark]' \
+		$$(grep -E '^(pytest|pytest-timeout|jsonschema)==' requirements.lock)
+	@$(VENV)/bin/uv pip list --python $(FLOOR_VENV)/bin/python 2>/dev/null \
+		| grep -E '^(apache-airflow|apache-airflow-providers-(amazon|apache-spark|openlineage|common-compat)|mlflow|optuna|pandas|scikit-learn|blake3|pyspark|pyspark-client) '
+	$(FLOOR_VENV)/bin/python -m pytest -q -ra -m floor -p no:cacheprovider --durations=30
+
 bench: $(INSTALLED)
 	$(PY) benchmarks/snapshot_bench.py
 	$(PY) benchmarks/tracking_bench.py
@@ -83,4 +96,4 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/etl_bench.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache
+	rm -rf $(VENV) $(FLOOR_VENV) $(DEMO_HOME) .pytest_cache

@@ -20,6 +20,7 @@ from airflow.sdk import BaseHook
 
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.hooks.base import optional_connection
+from airflow_mlops.utils.extras import require_extra
 
 LOCAL_MASTER = "local[*]"
 #: Connection extra: the standalone master's web UI (``http://master:8080``), where applications keep a page.
@@ -89,6 +90,7 @@ class SparkHook(BaseHook):
         self._submit: Any = None
 
     def _provider_hook(self, **options: Any) -> Any:
+        require_extra("spark", f"the Spark connection {self.spark_conn_id or '(local[*])'}")
         return _submit_hook_class()(conn_id=self.spark_conn_id or "", **options)
 
     @cached_property
@@ -124,6 +126,7 @@ class SparkHook(BaseHook):
     @contextmanager
     def session(self) -> Iterator[Any]:
         """A SparkSession with the driver in this process, stopped when the block ends, whatever happens."""
+        require_extra("spark", "a Spark session")
         from pyspark import SparkContext
         from pyspark.sql import SparkSession
 
