@@ -22,20 +22,36 @@ VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
 
-#: Modules that take minutes (a real Airflow, an MLflow server, a Spark cluster), longest first as
-#: measured with ``--durations``; the rest follow in file order.
+#: Modules that take minutes (a real Airflow, an MLflow server, a Spark cluster, a wheel installed into a
+#: fresh venv), longest first as measured with ``--durations``; the rest follow in file order.
 LONG_MODULES = ("test_under_celery", "test_example_dags", "test_registry", "test_under_scheduler",
-                "test_airflow_integration", "test_spark_etl", "test_tuning", "test_training")
+                "test_airflow_integration", "test_spark_etl", "test_tuning", "test_training", "test_packaging")
+
+#: ``make test-floor`` runs the tests marked ``floor`` against the lowest versions pyproject.toml allows:
+#: those of these modules that need no service (by marker or fixture) and no pipeline run.
+FLOOR_MODULES = ("test_packaging", "test_snapshot_store", "test_training", "test_tuning", "test_registry",
+                 "test_openlineage")
+SERVICE_MARKERS = {"postgres", "s3", "scheduler", "packaging"}
+SERVICE_FIXTURES = {"moto_s3", "s3_store", "postgres_databases", "postgres_url", "optuna_postgres", "mlflow_server",
+                    "mlflow_conn", "spark", "spark_cluster", "cluster", "pipeline", "migrated_home"}
+#: Tests of those modules that check the locked environment itself, not the code's floors.
+LOCK_ONLY = {"test_a_run_records_data_code_params_environment_and_airflow_context"}  # scikit-learn==<lock>
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The long modules first: ``make test`` hands whole modules to its workers (pytest-xdist
-    ``--dist loadfile``) in this order, so the long ones start at once and the short ones fill in."""
+    ``--dist loadfile``) in this order, so the long ones start at once and the short ones fill in.
+    And the ``floor`` marker on the floor environment's tests."""
     def rank(item: pytest.Item) -> int:
         module = item.path.stem
         return LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES)
 
     items.sort(key=rank)  # stable: a module's tests keep their order
+    for item in items:
+        if (item.path.stem in FLOOR_MODULES and item.name not in LOCK_ONLY
+                and not SERVICE_MARKERS & {mark.name for mark in item.iter_markers()}
+                and not SERVICE_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(pytest.mark.floor)
 
 
 def require_service(ok: bool, reason: str) -> None:
