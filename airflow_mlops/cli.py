@@ -83,6 +83,27 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_forget(args: argparse.Namespace) -> int:
+    from airflow_mlops.snapshots.retention import KeepRules, forget, render
+
+    rules = KeepRules.parse(args.keep_last, args.keep_daily, args.keep_weekly)  # before anything is opened
+    result = forget(_open_store(args), _registry_client(args), rules, dry_run=args.dry_run)
+    print(render(result.decisions))
+    print(result.summary())
+    return 0
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    from airflow_mlops.snapshots.retention import collect
+
+    report, kept = collect(_open_store(args), _registry_client(args), grace_seconds=args.grace_seconds,
+                           dry_run=args.dry_run)
+    for snapshot_id, reason in kept.items():
+        print(f"{snapshot_id[:12]}  kept: {reason}" + ("" if args.dry_run else " (un-forgotten)"))
+    print(report.describe())
+    return 0
+
+
 def _registry_client(args: argparse.Namespace):
     """An MlflowClient on ``--tracking-uri``, else MLFLOW_TRACKING_URI, else the embedded store.
 
@@ -199,6 +220,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     reindex = verbs.add_parser("reindex", parents=[store_options], help="rebuild a snapshot store's lineage index")
     reindex.set_defaults(run=_cmd_reindex)
+
+    forget = verbs.add_parser(
+        "forget", parents=[store_options, tracking_options],
+        help="mark snapshots no keep rule keeps as forgotten (never one a registered model version needs)",
+    )
+    for rule, what in (("last", "the N newest snapshots"), ("daily", "the newest snapshot of each of the N newest days"),
+                       ("weekly", "the newest snapshot of each of the N newest ISO weeks")):
+        forget.add_argument(f"--keep-{rule}", type=int, default=0, metavar="N",
+                            help=f"keep {what} of each dag_id/task_id (else source)")
+    forget.add_argument("--dry-run", action="store_true", help="print each decision and its reason, change nothing")
+    forget.set_defaults(run=_cmd_forget)
+
+    gc = verbs.add_parser(
+        "gc", parents=[store_options, tracking_options],
+        help="delete forgotten snapshots and unused objects (a snapshot a registered model version needs is kept)",
+    )
+    gc.add_argument("--grace-seconds", type=float, help="leave objects younger than this (default: the store's)")
+    gc.add_argument("--dry-run", action="store_true", help="print what would be deleted, delete nothing")
+    gc.set_defaults(run=_cmd_gc)
 
     registry_options = argparse.ArgumentParser(add_help=False, parents=[tracking_options])
     registry_options.add_argument("name", help="registered model name")

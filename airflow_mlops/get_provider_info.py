@@ -17,7 +17,7 @@ def get_provider_info() -> dict:
             {"integration-name": "Optuna", "external-doc-url": "https://optuna.readthedocs.io/", "tags": ["software"]},
         ],
         "operators": [
-            {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.operators.snapshot"]},
+            {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.operators.snapshot", "airflow_mlops.operators.retention"]},
             {"integration-name": "Spark ETL", "python-modules": ["airflow_mlops.operators.spark_etl"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.operators.training", "airflow_mlops.operators.predict", "airflow_mlops.operators.registry"]},
             {"integration-name": "Optuna", "python-modules": ["airflow_mlops.operators.tuning"]},

@@ -1,27 +1,40 @@
-"""Snapshot speed against the baseline users already have: ``sha256sum`` + ``cp -r`` of the same tree.
+"""Snapshot speed, side by side with what a user would hand-write for the same work, in one run.
 
-For each tree (default: 1 GB in 1,000 files; 10,000 small files) it prints, in one run:
-cold snapshot time, the baseline time, their ratio (target <= 1.0), the no-op re-snapshot as a
-fraction of cold (target < 5%), store growth after changing one file, and ``dvc add`` where dvc is
-installed. Both sides read from the page cache (the tree was just written), dirty data is synced
-before every timed step, and baseline and snapshot alternate over ``--rounds`` rounds (medians
-reported), so deleting one side's output does not slow the other's file creation.
+Trees (distinct contents, written a moment before): 10,000 files of 8 KB, 100,000 of 1 KB, and
+1 GB in 1,000 files. For each, locally: cold snapshot against ``sha256sum`` + ``cp -r`` (target
+<= 1.0 for small files), a no-op re-snapshot against a bare stat walk ``find -printf '%s %T@'``
+(target <= 3x for 100,000 files), restore against ``cp -r`` (target <= 1.0 for small files), and
+verify against ``sha256sum`` of the files; ``dvc add`` where dvc is installed. On moto's S3 server
+(``--s3-trees``): the same steps against a hand-written boto3 script (hash and PUT each file on 16
+threads; GET each file to restore or verify), with the requests each side sends counted through
+botocore's event hooks (target: at least 10x fewer requests than files for a small-file snapshot).
 
-    python benchmarks/snapshot_bench.py [--large-mb 1000] [--large-files 1000] [--small-files 10000]
+Both sides read from the page cache and dirty data is synced before every timed step. Times are
+the median of ``--rounds``; the store side runs in this process (no interpreter start-up).
+
+    python benchmarks/snapshot_bench.py [--trees small8k,small1k,large] [--s3-trees small8k] [--rounds 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
+import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from airflow_mlops.snapshots import SnapshotStore
+
+TREES = {"small8k": (10_000, 8 * 1024), "small1k": (100_000, 1024), "large": (1_000, 1_000_000)}
+ROWS: list[tuple[str, ...]] = []
 
 
 def build_tree(root: Path, files: int, file_size: int) -> Path:
@@ -29,7 +42,8 @@ def build_tree(root: Path, files: int, file_size: int) -> Path:
     block = os.urandom(file_size)
     for i in range(files):
         sub = root / f"part-{i // 1000:03d}"
-        sub.mkdir(exist_ok=True)
+        if i % 1000 == 0:
+            sub.mkdir()
         # Distinct contents per file: a counter prefix defeats dedup without regenerating randomness.
         (sub / f"file-{i:06d}.bin").write_bytes(i.to_bytes(8, "little") + block[8:])
     old = time.time_ns() - 10**9
@@ -38,91 +52,190 @@ def build_tree(root: Path, files: int, file_size: int) -> Path:
     return root
 
 
-def timed(action) -> float:
-    os.sync()
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
+def timed(action: Callable[[], object], rounds: int, reset: Callable[[], object] = lambda: None) -> float:
+    """Median seconds of ``action`` over ``rounds``, ``reset`` (untimed) before each."""
+    times = []
+    for _ in range(rounds):
+        reset()
+        os.sync()
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
 
 
-def baseline(tree: Path, work: Path) -> float:
-    def run() -> None:
-        subprocess.run(
-            f"find {tree} -type f -print0 | xargs -0 sha256sum > /dev/null", shell=True, check=True
-        )
-        subprocess.run(["cp", "-r", str(tree), str(work / "copy")], check=True)
-
-    elapsed = timed(run)
-    shutil.rmtree(work / "copy")
-    return elapsed
+def sh(command: str) -> None:
+    subprocess.run(command, shell=True, check=True)
 
 
-def cold_snapshot(tree: Path, store_dir: Path) -> float:
-    shutil.rmtree(store_dir, ignore_errors=True)
-    return timed(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree))
+def row(tree: str, step: str, ours: float, baseline: float, baseline_name: str, target: str = "", requests: str = "") -> None:
+    ROWS.append((tree, step, f"{ours:.3f}", f"{baseline:.3f}", baseline_name, f"{ours / baseline:.2f}", target, requests))
 
 
-def store_size(store_dir: Path) -> int:
-    return sum(p.stat().st_size for p in (store_dir / "objects").rglob("*") if p.is_file())
+def bench_local(label: str, tree: Path, work: Path, rounds: int) -> None:
+    store_dir, copy, out = work / f"store-{label}", work / "copy", work / "out"
+    small = label.startswith("small")
+
+    def fresh_store() -> None:
+        shutil.rmtree(store_dir, ignore_errors=True)
+
+    base = timed(lambda: sh(f"find {tree} -type f -print0 | xargs -0 sha256sum > /dev/null && cp -r {tree} {copy}"),
+                 rounds, lambda: shutil.rmtree(copy, ignore_errors=True))
+    holder: dict[str, str] = {}
+    cold = timed(lambda: holder.update(id=SnapshotStore.open(str(store_dir)).snapshot(tree).snapshot_id), rounds, fresh_store)
+    row(label, "cold snapshot", cold, base, "sha256sum + cp -r", "<= 1.0" if small else "")
+
+    walk = timed(lambda: sh(f"find {tree} -printf '%s %T@\\n' > /dev/null"), rounds)
+    noop = timed(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree), rounds)
+    row(label, "no-op re-snapshot", noop, walk, "find -printf stat walk", "<= 3.0" if label == "small1k" else "")
+
+    cp = timed(lambda: sh(f"cp -r {tree} {copy}"), rounds, lambda: shutil.rmtree(copy, ignore_errors=True))
+    restore = timed(lambda: SnapshotStore.open(str(store_dir)).restore(holder["id"], out), rounds,
+                    lambda: shutil.rmtree(out, ignore_errors=True))
+    row(label, "restore", restore, cp, "cp -r", "<= 1.0" if small else "")
+
+    sha = timed(lambda: sh(f"find {copy} -type f -print0 | xargs -0 sha256sum > /dev/null"), rounds)
+    verify = timed(lambda: SnapshotStore.open(str(store_dir)).verify(holder["id"]), rounds)
+    row(label, "verify", verify, sha, "sha256sum of the files")
+
+    if shutil.which("dvc"):
+        dvc = timed(lambda: dvc_add(tree, work), 1)
+        row(label, "cold snapshot", cold, dvc, "dvc add")
+    for path in (store_dir, copy, out):
+        shutil.rmtree(path, ignore_errors=True)
 
 
-def dvc_add(tree: Path, work: Path) -> float | None:
-    if shutil.which("dvc") is None:
-        return None
+def dvc_add(tree: Path, work: Path) -> None:
     repo = work / "dvc-repo"
+    shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir()
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["dvc", "init", "-q"], cwd=repo, check=True)
     shutil.copytree(tree, repo / "data", copy_function=os.link)
-    elapsed = timed(lambda: subprocess.run(["dvc", "add", "-q", "data"], cwd=repo, check=True))
-    shutil.rmtree(repo)
-    return elapsed
+    subprocess.run(["dvc", "add", "-q", "data"], cwd=repo, check=True)
 
 
-def bench(label: str, files: int, file_size: int, work: Path, rounds: int) -> None:
-    tree = build_tree(work / f"tree-{label}", files, file_size)
-    store_dir = work / f"store-{label}"
-    bases, colds = [], []
-    for _ in range(rounds):
-        bases.append(baseline(tree, work))
-        colds.append(cold_snapshot(tree, store_dir))
-    base, cold = statistics.median(bases), statistics.median(colds)
-    noop = statistics.median(timed(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree)) for _ in range(rounds))
-    before = store_size(store_dir)
-    changed = next(tree.rglob("*.bin"))
-    changed.write_bytes(os.urandom(file_size))
-    SnapshotStore.open(str(store_dir)).snapshot(tree)
-    growth = store_size(store_dir) - before
-    dvc = dvc_add(tree, work)
+class Counter:
+    """Requests a boto3 client sends, through botocore's ``before-send`` event."""
 
-    total_mb = files * file_size / 1e6
-    print(f"\n== {label}: {files} files, {total_mb:,.0f} MB")
-    print(f"cold snapshot              {cold:8.3f} s  ({total_mb / cold:,.0f} MB/s)  rounds: {_fmt(colds)}")
-    print(f"sha256sum + cp -r          {base:8.3f} s                rounds: {_fmt(bases)}")
-    print(f"ratio cold / baseline      {cold / base:8.3f}   (target <= 1.0)")
-    print(f"no-op re-snapshot          {noop:8.3f} s  = {100 * noop / cold:.2f}% of cold (target < 5%)")
-    print(f"store growth, 1 file edit  {growth:8,d} B  (file size {file_size:,d} B)")
-    print(f"dvc add                    {dvc:8.3f} s  ratio cold/dvc {cold / dvc:.3f}" if dvc else "dvc add                    (dvc not installed)")
-    shutil.rmtree(tree)
-    shutil.rmtree(store_dir)
+    def __init__(self, client) -> None:
+        self.count = 0
+        client.meta.events.register("before-send.s3", self._seen)
+
+    def _seen(self, **_kwargs) -> None:
+        self.count += 1
+
+    def during(self, action: Callable[[], object]) -> int:
+        before = self.count
+        action()
+        return self.count - before
 
 
-def _fmt(values: list[float]) -> str:
-    return " ".join(f"{value:.3f}" for value in values)
+def bench_s3(label: str, tree: Path, work: Path, endpoint: str, rounds: int) -> None:
+    """The hand-written baseline is what a user would script with boto3: hash and PUT (GET) each file on 16 threads."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
+                          aws_secret_access_key="bench", config=Config(max_pool_connections=32))
+    counter = Counter(client)
+    files = sorted(p for p in tree.rglob("*") if p.is_file())
+    bucket = f"bench-{label}-{os.getpid()}"
+    client.create_bucket(Bucket=bucket)
+
+    def upload(path: Path) -> None:
+        data = path.read_bytes()
+        hashlib.sha256(data).hexdigest()
+        client.put_object(Bucket=bucket, Key=f"copy/{path.relative_to(tree)}", Body=data)
+
+    def download(path: Path, to: Path | None) -> None:
+        data = client.get_object(Bucket=bucket, Key=f"copy/{path.relative_to(tree)}")["Body"].read()
+        hashlib.sha256(data).hexdigest()
+        if to is not None:
+            target = to / path.relative_to(tree)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+
+    def each(function, *args) -> None:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda path: function(path, *args), files))
+
+    out = work / "out-s3"
+    uri, holder = f"s3://{bucket}/store", {}
+    base_requests = counter.during(lambda: each(upload))
+    base = timed(lambda: each(upload), rounds)
+    ours_requests = counter.during(lambda: holder.update(id=SnapshotStore.open(uri, client).snapshot(tree).snapshot_id))
+    cold = timed(lambda: SnapshotStore.open(f"{uri}-{time.time_ns()}", client).snapshot(tree), rounds)
+    row(f"{label} S3", "cold snapshot", cold, base, "sha256 + PUT each file",
+        "requests >= 10x fewer than files", f"{ours_requests} vs {base_requests} for {len(files)} files")
+
+    noop_requests = counter.during(lambda: SnapshotStore.open(uri, client).snapshot(tree))
+    noop = timed(lambda: SnapshotStore.open(uri, client).snapshot(tree), rounds)
+    walk = timed(lambda: sh(f"find {tree} -printf '%s %T@\\n' > /dev/null"), rounds)
+    row(f"{label} S3", "no-op re-snapshot", noop, walk, "find -printf stat walk", "", f"{noop_requests}")
+
+    get = timed(lambda: each(download, out), rounds, lambda: shutil.rmtree(out, ignore_errors=True))
+    shutil.rmtree(out, ignore_errors=True)
+    restore_requests = counter.during(lambda: SnapshotStore.open(uri, client).restore(holder["id"], out))
+    restore = timed(lambda: SnapshotStore.open(uri, client).restore(holder["id"], out), rounds,
+                    lambda: shutil.rmtree(out, ignore_errors=True))
+    row(f"{label} S3", "restore", restore, get, "GET each file + sha256", "", f"{restore_requests} vs {len(files)}")
+
+    check = timed(lambda: each(download, None), rounds)
+    verify = timed(lambda: SnapshotStore.open(uri, client).verify(holder["id"]), rounds)
+    row(f"{label} S3", "verify", verify, check, "GET each file + sha256")
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def start_moto() -> tuple[subprocess.Popen, str]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return server, f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.2)
+    server.kill()
+    raise SystemExit("moto's S3 server did not start")
+
+
+def print_table() -> None:
+    header = ("tree", "step", "airflow-mlops s", "baseline s", "baseline", "ratio", "target", "requests")
+    widths = [max(len(str(r[i])) for r in [header, *ROWS]) for i in range(len(header))]
+    for line in [header, tuple("-" * w for w in widths), *ROWS]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths)).rstrip())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--large-mb", type=int, default=1000)
-    parser.add_argument("--large-files", type=int, default=1000)
-    parser.add_argument("--small-files", type=int, default=10_000)
-    parser.add_argument("--small-size", type=int, default=4096)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--trees", default="small8k,small1k,large", help=f"local trees, among {', '.join(TREES)}")
+    parser.add_argument("--s3-trees", default="small8k", help="trees to run on moto's S3 server too ('' for none)")
+    parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--workdir", default=None, help="where trees are built (default: a temp dir)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="snapshot-bench-") as work:
-        bench("large", args.large_files, args.large_mb * 1_000_000 // args.large_files, Path(work), args.rounds)
-        bench("small", args.small_files, args.small_size, Path(work), args.rounds)
+    local, s3 = [t for t in args.trees.split(",") if t], [t for t in args.s3_trees.split(",") if t]
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="snapshot-bench-") as work_dir:
+        work = Path(work_dir)
+        os.environ["AIRFLOW_HOME"] = str(work / "airflow-home")  # S3 stores' stat cache and pack index
+        server, endpoint = start_moto() if s3 else (None, "")
+        try:
+            for label in dict.fromkeys(local + s3):
+                files, size = TREES[label]
+                tree = build_tree(work / f"tree-{label}", files, size)
+                if label in local:
+                    bench_local(label, tree, work, args.rounds)
+                if label in s3:
+                    bench_s3(label, tree, work, endpoint, args.rounds)
+                shutil.rmtree(tree)
+                print_table()
+        finally:
+            if server:
+                server.kill()
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 from airflow_mlops.snapshots import SnapshotStore
+from airflow_mlops.snapshots.hashing import digest_bytes
 from tests.conftest import VENV_BIN, run_cli
-from tests.test_snapshot_store import TREE, make_tree, read_tree, without_mode_override
+from tests.test_snapshot_store import TREE, flip_byte, make_tree, packed_at, read_tree, without_mode_override
 
 
 def listing(root: Path) -> list[str]:
@@ -46,11 +47,10 @@ def test_verify_exits_non_zero_naming_the_damaged_object_and_its_snapshots(tmp_p
     src = make_tree(tmp_path / "src", TREE)
     store_dir = tmp_path / "store"
     snapshot_id = run_cli("snapshot", str(src), "--store", str(store_dir), check=True).stdout.split()[-1]
-    victim = next(p for p in (store_dir / "objects").rglob("*") if p.is_file() and p.stat().st_size == 800)
-    os.chmod(victim, 0o644)
-    victim.write_bytes(b"X" * 800)
+    digest = digest_bytes(TREE["nested/b.csv"])
+    pack, offset, _ = packed_at(store_dir, digest)
+    flip_byte(pack, offset)  # inside the one object: the pack's other objects stay intact
     result = run_cli("verify", "--store", str(store_dir))
-    digest = victim.parent.name + victim.name
     assert result.returncode == 1
     assert f"damaged object {digest} (used by {snapshot_id})" in result.stderr
 

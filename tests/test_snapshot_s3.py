@@ -11,8 +11,10 @@ import pytest
 
 from airflow_mlops.errors import SnapshotError
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
+from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.snapshots.packs import decode_index
 from tests.conftest import run_cli
-from tests.test_snapshot_store import TREE, make_tree
+from tests.test_snapshot_store import TREE, make_tree, read_tree
 
 
 def test_s3_store_round_trip_through_an_airflow_connection(tmp_path, s3_store, airflow_home):
@@ -45,14 +47,24 @@ def test_s3_store_dedups_and_verify_finds_damage(tmp_path, s3_store):
     second = hook.get_conn().snapshot(src)
     assert first.snapshot_id != second.snapshot_id
 
-    objects = s3_store["client"].list_objects_v2(Bucket=s3_store["bucket"], Prefix="team/store/objects/")["Contents"]
-    assert len(objects) == 3 + 1 + 2  # three first contents, one new content, two manifests
+    client, bucket = s3_store["client"], s3_store["bucket"]
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="team/store/")["Contents"]]
+    assert len([key for key in keys if "/objects/" in key]) == 2  # the two manifests; file contents are packed
+    indexes = {key: decode_index(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+               for key in keys if key.endswith(".idx")}
+    assert sorted(len(rows) for rows in indexes.values()) == [1, 3]  # three first contents, then one new one
+    assert len([key for key in keys if key.endswith(".pack")]) == 2
 
-    b_csv = next(o["Key"] for o in objects if o["Size"] == len(TREE["nested/b.csv"]))
-    s3_store["client"].put_object(Bucket=s3_store["bucket"], Key=b_csv, Body=b"tampered")
+    b_csv = digest_bytes(TREE["nested/b.csv"])
+    index, offset = next((key, offset) for key, rows in indexes.items() for digest, offset, _ in rows if digest == b_csv)
+    pack = index.removesuffix(".idx") + ".pack"
+    data = bytearray(client.get_object(Bucket=bucket, Key=pack)["Body"].read())
+    data[offset + 3] ^= 0xFF
+    client.put_object(Bucket=bucket, Key=pack, Body=bytes(data))
     problems = store.verify()
-    assert [(p.kind, p.snapshots) for p in problems] == [("damaged", sorted([first.snapshot_id, second.snapshot_id]))]
-    assert problems[0].digest == b_csv.split("/", 3)[3].replace("/", "")
+    assert [(p.digest, p.kind, p.snapshots) for p in problems] == [
+        (b_csv, "damaged", sorted([first.snapshot_id, second.snapshot_id]))
+    ]
 
 
 def rewrite_tail_while_read(
@@ -145,3 +157,36 @@ def test_the_operator_snapshots_into_s3_and_announces_the_version(tmp_path, s3_s
     assert store.verify() == []
     store.restore(result["snapshot_id"], tmp_path / "out")
     assert (tmp_path / "out" / "big" / "part-0.bin").read_bytes() == files["big/part-0.bin"]
+
+
+def count_requests(store) -> list[str]:
+    """The HTTP methods of the requests the store's S3 client sends, one per request."""
+    sent: list[str] = []
+    store.backend.client.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
+    return sent
+
+
+def test_small_files_on_s3_are_packed_restored_and_collected_in_few_requests(tmp_path, s3_store, airflow_home):
+    files = {f"part-{i // 100}/f{i:03d}.csv": f"row {i}\n".encode() * 40 for i in range(300)}
+    src = make_tree(tmp_path / "src", files)
+    store = SnapshotStoreHook(s3_store["uri"], s3_store["conn_id"]).get_conn()
+    sent = count_requests(store)
+    snapshot_id = store.snapshot(src).snapshot_id
+    assert 0 < len(sent) * 10 <= len(files), sent  # one pack and its index, not a PUT and a HEAD per file
+    assert list((airflow_home / "airflow_mlops" / "pack-index").rglob("*.idx"))  # the index is cached locally
+
+    again = SnapshotStoreHook(s3_store["uri"], s3_store["conn_id"]).get_conn()
+    sent = count_requests(again)
+    assert again.snapshot(src).snapshot_id == snapshot_id
+    assert len(sent) <= 12 and "PUT" in sent, sent  # a no-op: lock, listings, manifest check, record
+    sent.clear()
+    again.restore(snapshot_id, tmp_path / "out")
+    assert read_tree(tmp_path / "out") == files and len(sent) <= 6, sent
+
+    again.forget([snapshot_id], reason="test")
+    sent.clear()
+    report = again.gc(grace_seconds=0)
+    assert (report.deleted_snapshots, report.deleted_objects, report.deleted_packs) == ([snapshot_id], 301, 1)
+    assert sent.count("POST") <= 8  # batched deletes
+    listing = s3_store["client"].list_objects_v2(Bucket=s3_store["bucket"], Prefix="team/store/")["Contents"]
+    assert sorted(item["Key"] for item in listing) == ["team/store/airflow-mlops-store.json", "team/store/index/complete.json"]

@@ -18,6 +18,7 @@ from airflow_mlops.snapshots import SnapshotStore, parse_snapshot_ref
 from airflow_mlops.snapshots import restored as restored_module
 from airflow_mlops.snapshots import store as store_module
 from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.snapshots.packs import decode_index
 from airflow_mlops.snapshots.store import ManifestEntry, encode_manifest
 
 
@@ -45,7 +46,24 @@ def without_mode_override() -> list[str]:
 
 
 def store_bytes(store_dir: Path) -> int:
-    return sum(p.stat().st_size for p in (store_dir / "objects").rglob("*") if p.is_file())
+    """Bytes of loose objects and packs (with their indexes)."""
+    return sum(p.stat().st_size for folder in ("objects", "packs") for p in (store_dir / folder).rglob("*") if p.is_file())
+
+
+def packed_at(store_dir: Path, digest: str) -> tuple[Path, int, int]:
+    """(pack file, offset, length) of a packed object, from the packs' index files."""
+    for index in (store_dir / "packs").glob("*.idx"):
+        for row_digest, offset, length in decode_index(index.read_bytes()):
+            if row_digest == digest:
+                return index.with_suffix(".pack"), offset, length
+    raise AssertionError(f"object {digest} is in no pack")
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    os.chmod(path, 0o644)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
 
 
 TREE = {"a.csv": b"x,y\n1,2\n", "nested/b.csv": b"x,y\n3,4\n" * 100, "nested/deeper/c.bin": bytes(range(256))}
@@ -104,9 +122,9 @@ def spy_on_hashing(monkeypatch) -> list[str]:
     hashed: list[str] = []
     real = SnapshotStore._store_file
 
-    def recording(self, path, stat):
+    def recording(self, path, stat, *args):
         hashed.append(Path(path).name)
-        return real(self, path, stat)
+        return real(self, path, stat, *args)
 
     monkeypatch.setattr(SnapshotStore, "_store_file", recording)
     return hashed
@@ -143,10 +161,13 @@ def test_a_cached_file_whose_object_is_gone_is_stored_again(tmp_path):
     store = SnapshotStore.open(str(store_dir))
     store.snapshot(src)
     digest = digest_bytes(TREE["a.csv"])
-    (store_dir / "objects" / digest[:2] / digest[2:]).unlink()  # e.g. removed by hand or by a clean-up
+    pack, _offset, _length = packed_at(store_dir, digest)
+    pack.unlink()  # e.g. removed by hand or by a clean-up, index first
+    pack.with_suffix(".idx").unlink()
 
     again = store.snapshot(src)  # the stat cache still knows a.csv, but its object is gone
-    assert (store_dir / "objects" / digest[:2] / digest[2:]).read_bytes() == TREE["a.csv"]
+    pack, offset, length = packed_at(store_dir, digest)
+    assert pack.read_bytes()[offset : offset + length] == TREE["a.csv"]
     assert store.verify(again.snapshot_id) == []
 
 
@@ -292,8 +313,15 @@ def count_hashing(monkeypatch) -> list[str]:
         hashed.append(Path(path).name)
         return real(path, size)
 
+    def recording_bytes(data):
+        if not data.startswith(b'{"files":'):  # a packed object fetched, not a manifest read
+            hashed.append("<packed object>")
+        return real_bytes(data)
+
+    real_bytes = store_module.digest_bytes
     for module in (store_module, restored_module):  # fetched objects, and restored files checked before reuse
         monkeypatch.setattr(module, "digest_file", recording)
+    monkeypatch.setattr(store_module, "digest_bytes", recording_bytes)
     return hashed
 
 
@@ -478,9 +506,8 @@ def test_verify_names_damaged_and_missing_objects_and_their_snapshots(tmp_path):
     assert store.verify() == []
 
     shared = digest_bytes(TREE["nested/b.csv"])
-    obj = store_dir / "objects" / shared[:2] / shared[2:]
-    os.chmod(obj, 0o644)
-    obj.write_bytes(obj.read_bytes()[:-1] + b"!")  # one byte flipped
+    pack, offset, length = packed_at(store_dir, shared)
+    flip_byte(pack, offset + length - 1)
     problems = store.verify()
     assert [(p.digest, p.kind, p.snapshots) for p in problems] == [
         (shared, "damaged", sorted([first.snapshot_id, second.snapshot_id]))
@@ -490,7 +517,9 @@ def test_verify_names_damaged_and_missing_objects_and_their_snapshots(tmp_path):
     assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]  # intact files are not written either
 
     gone = digest_bytes(b"x,y\n9,9\n")
-    (store_dir / "objects" / gone[:2] / gone[2:]).unlink()
+    pack, _offset, _length = packed_at(store_dir, gone)
+    assert decode_index(pack.with_suffix(".idx").read_bytes()) == [(gone, 0, 8)]  # the second snapshot's one new object
+    pack.unlink()
     problems = {p.digest: p for p in store.verify(second.snapshot_id)}
     assert problems[gone].kind == "missing" and problems[gone].snapshots == [second.snapshot_id]
     assert "used by" in problems[gone].describe()

@@ -152,7 +152,7 @@ class LineageWalker:
         focus = self.resolve(ref)
         directions = {focus: "focus"}
         edges: set[Edge] = set()
-        for direction, step in (("upstream", self._upstream), ("downstream", self._downstream)):
+        for direction, step in (("upstream", self.upstream), ("downstream", self.downstream)):
             queue = deque([focus])
             while queue:
                 current = queue.popleft()
@@ -161,7 +161,7 @@ class LineageWalker:
                     if other not in directions:
                         directions[other] = direction
                         queue.append(other)
-        nodes = {node_id: replace(self._node(node_id), direction=way) for node_id, way in directions.items()}
+        nodes = {node_id: replace(self.node(node_id), direction=way) for node_id, way in directions.items()}
         return Lineage(ref, focus, self.store.uri, nodes, list(edges))
 
     def resolve(self, ref: str) -> str:
@@ -195,9 +195,9 @@ class LineageWalker:
             raise MlopsError(f"{ref}: no MLflow run {run_id}")
         return f"{RUN}:{run_id}"
 
-    def _upstream(self, node_id: str) -> list[tuple[str, str]]:
+    def upstream(self, node_id: str) -> list[tuple[str, str]]:
         """(node, relation) for each direct producer or input of ``node_id``, read from its own record."""
-        node = self._node(node_id)
+        node = self.node(node_id)
         data = node.data
         if data.get("missing"):
             return []
@@ -215,9 +215,9 @@ class LineageWalker:
             return [(f"{SNAPSHOT}:{data['snapshot_id']}", "input")] if data.get("snapshot_id") else []
         return [(f"{RUN}:{data['run_id']}", "registered")] if data.get("run_id") else []
 
-    def _downstream(self, node_id: str) -> list[tuple[str, str]]:
+    def downstream(self, node_id: str) -> list[tuple[str, str]]:
         """(node, relation) for each direct product of ``node_id``: one index listing or MLflow search each."""
-        node = self._node(node_id)
+        node = self.node(node_id)
         data = node.data
         if data.get("missing"):
             return []
@@ -234,11 +234,12 @@ class LineageWalker:
             found = [(f"{SNAPSHOT}:{sid}", "scored")
                      for sid in self.store.outputs_of(model=data["name"], version=data["version"])]
         # an index key whose record never came (a writer killed in between) names no snapshot
-        return [(other, relation) for other, relation in found if not self._node(other).data.get("missing")]
+        return [(other, relation) for other, relation in found if not self.node(other).data.get("missing")]
 
     # ----------------------------------------------------------------- reading records
 
-    def _node(self, node_id: str) -> Node:
+    def node(self, node_id: str) -> Node:
+        """The node ``node_id`` (``snapshot:ID``, ``run:ID``, ``model_version:NAME/N``), read once per walker."""
         if node_id not in self._nodes:
             kind, _, key = node_id.partition(":")
             load = {SNAPSHOT: self._snapshot_node, RUN: self._run_node, MODEL_VERSION: self._version_node}[kind]
@@ -316,10 +317,10 @@ class LineageWalker:
     def _runs_reading(self, snapshot_id: str) -> list[Any]:
         """Runs tagged with ``snapshot_id`` as their input, in every experiment: one search (per page)."""
         if self._experiment_ids is None:
-            self._experiment_ids = [e.experiment_id for e in self._pages(self.client.search_experiments)]
+            self._experiment_ids = [e.experiment_id for e in all_pages(self.client.search_experiments)]
         if not self._experiment_ids:
             return []
-        runs = self._pages(self.client.search_runs, self._experiment_ids,
+        runs = all_pages(self.client.search_runs, self._experiment_ids,
                            filter_string=f"tags.`{SNAPSHOT_TAG}` = '{snapshot_id}'")
         for run in runs:
             self._runs[run.info.run_id] = run
@@ -327,7 +328,7 @@ class LineageWalker:
 
     def _versions_of(self, run_id: str) -> list[Any]:
         """Model versions registered from ``run_id``'s model, in every registered model: one search."""
-        versions = self._pages(self.client.search_model_versions, f"run_id = '{run_id}'")
+        versions = all_pages(self.client.search_model_versions, f"run_id = '{run_id}'")
         for version in versions:
             self._versions[(version.name, str(version.version))] = version
         return versions
@@ -375,16 +376,16 @@ class LineageWalker:
             self._models[name] = (dict(self.client.get_registered_model(name).aliases), history(self.client, name))
         return self._models[name]
 
-    @staticmethod
-    def _pages(search: Any, *args: Any, **kwargs: Any) -> list[Any]:
-        """Every page of an MLflow search."""
-        found, token = [], None
-        while True:
-            page = search(*args, max_results=_PAGE, page_token=token, **kwargs)
-            found += list(page)
-            token = page.token
-            if not token:
-                return found
+
+def all_pages(search: Any, *args: Any, **kwargs: Any) -> list[Any]:
+    """Every page of an MLflow search (``client.search_runs``, ``search_model_versions``, ...)."""
+    found, token = [], None
+    while True:
+        page = search(*args, max_results=_PAGE, page_token=token, **kwargs)
+        found += list(page)
+        token = page.token
+        if not token:
+            return found
 
 
 def _json(text: str) -> dict[str, Any]:

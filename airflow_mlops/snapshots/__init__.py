@@ -1,5 +1,6 @@
 """Content-addressed data snapshots: the data version every other record points at."""
 
+from airflow_mlops.snapshots.gc import DEFAULT_GC_GRACE_S, GcReport
 from airflow_mlops.snapshots.store import (
     ManifestEntry,
     SnapshotRecord,
@@ -11,6 +12,8 @@ from airflow_mlops.snapshots.store import (
 )
 
 __all__ = [
+    "DEFAULT_GC_GRACE_S",
+    "GcReport",
     "ManifestEntry",
     "SnapshotRecord",
     "SnapshotStore",

@@ -21,6 +21,8 @@ from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots.hashing import copy_with_digest, digest_bytes
 
 _CHUNK = 4 * 1024 * 1024
+#: Keys one S3 ``delete_objects`` request takes at most.
+_DELETE_BATCH = 1000
 
 
 class Backend(Protocol):
@@ -42,8 +44,20 @@ class Backend(Protocol):
         """The value at ``key``; ``KeyError`` when there is none (likewise ``get_file``)."""
 
     def get_file(self, key: str, target: Path) -> None: ...
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """``length`` bytes of the value at ``key`` from ``start`` (one object inside a pack)."""
+
     def iter_chunks(self, key: str) -> Iterator[bytes]: ...
     def list_keys(self, prefix: str) -> Iterator[str]: ...
+    def list_stats(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        """(key, size, last modification as a POSIX time) under ``prefix``: what gc weighs and ages."""
+
+    def index_cache_dir(self) -> Path | None:
+        """Where copies of the pack index live (None: the store is local, read it in place)."""
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Remove ``keys``; those already gone are skipped."""
+
     def is_empty(self) -> bool:
         """Whether the location holds nothing but a store's own scratch space (not even a marker)."""
 
@@ -116,12 +130,33 @@ class LocalBackend:
         except FileNotFoundError:
             raise KeyError(key) from None
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        try:
+            with open(self._path(key), "rb") as handle:
+                handle.seek(start)
+                return handle.read(length)
+        except FileNotFoundError:
+            raise KeyError(key) from None
+
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         with open(self._path(key), "rb") as handle:
             while chunk := handle.read(_CHUNK):
                 yield chunk
 
     def list_keys(self, prefix: str) -> Iterator[str]:
+        for key, _path in self._walk(prefix):
+            yield key
+
+    def list_stats(self, prefix: str) -> Iterator[tuple[str, int, float]]:
+        for key, path in self._walk(prefix):
+            try:
+                result = os.stat(path)
+            except FileNotFoundError:
+                continue  # deleted since it was listed
+            yield key, result.st_size, result.st_mtime
+
+    def _walk(self, prefix: str) -> Iterator[tuple[str, str]]:
+        """(key, file path) of the files whose key starts with ``prefix``."""
         base = self._path(prefix.rsplit("/", 1)[0] if "/" in prefix else "")
         if not base.is_dir():
             return
@@ -130,7 +165,22 @@ class LocalBackend:
             for name in filenames:
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
                 if key.startswith(prefix):
-                    yield key
+                    yield key, f"{dirpath}/{name}"
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Unlink each key, then its parent folders while empty (a record's, an index subject's)."""
+        for key in keys:
+            try:
+                os.unlink(f"{self.root}/{key}")
+            except FileNotFoundError:
+                continue
+            parent = os.path.dirname(key)
+            while "/" in parent:  # never the top-level folders; a writer racing this recreates its folder
+                try:
+                    os.rmdir(f"{self.root}/{parent}")
+                except OSError:
+                    break
+                parent = os.path.dirname(parent)
 
     def is_empty(self) -> bool:
         # ``tmp/`` alone is what a process creating this store leaves while it writes the marker
@@ -139,6 +189,9 @@ class LocalBackend:
 
     def stat_cache_path(self) -> Path:
         return self.root / "cache" / "stat.sqlite"
+
+    def index_cache_dir(self) -> Path | None:
+        return None
 
 
 class S3Backend:
@@ -205,22 +258,47 @@ class S3Backend:
         with _missing_as_key_error(key):
             self.client.download_file(self.bucket, self._key(key), str(target))
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        with _missing_as_key_error(key):
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{start + length - 1}"
+            )
+            return response["Body"].read()
+
     def iter_chunks(self, key: str) -> Iterator[bytes]:
         body = self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         yield from body.iter_chunks(_CHUNK)
 
     def list_keys(self, prefix: str) -> Iterator[str]:
+        for key, _size, _modified in self.list_stats(prefix):
+            yield key
+
+    def list_stats(self, prefix: str) -> Iterator[tuple[str, int, float]]:
         strip = len(self.prefix) + 1 if self.prefix else 0
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
             for item in page.get("Contents", []):
-                yield item["Key"][strip:]
+                yield item["Key"][strip:], item["Size"], item["LastModified"].timestamp()
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """``delete_objects`` in batches of 1,000 keys, the most one request takes."""
+        keys = list(keys)
+        for start in range(0, len(keys), _DELETE_BATCH):
+            batch = [{"Key": self._key(key)} for key in keys[start : start + _DELETE_BATCH]]
+            response = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if response.get("Errors"):
+                error = response["Errors"][0]
+                raise SnapshotError(f"store {self.uri}: cannot delete {error['Key']} ({error.get('Code')}); "
+                                    "check the AWS connection's permissions")
 
     def is_empty(self) -> bool:
         return next(self.list_keys(""), None) is None
 
     def stat_cache_path(self) -> Path:
         return mlops_home() / "stat-cache" / f"{digest_bytes(self.uri.encode())[:24]}.sqlite"
+
+    def index_cache_dir(self) -> Path | None:
+        return mlops_home() / "pack-index" / digest_bytes(self.uri.encode())[:24]
 
 
 @contextmanager

@@ -1,10 +1,13 @@
 """Content-addressed snapshot store: the data version every other record points at.
 
-Layout under the store root (local directory or S3 prefix), after DVC's cache::
+Layout under the store root (local directory or S3 prefix), after DVC's cache and restic's packs::
 
-    airflow-mlops-store.json        marker: format and hash algorithm
-    objects/ab/cdef...              file contents and manifests, named by their BLAKE3 digest
+    airflow-mlops-store.json        marker: format (2) and hash algorithm
+    objects/ab/cdef...              large files' contents and manifests, named by their BLAKE3 digest
+    packs/<digest>.pack, .idx       small files' contents, many to a pack (see :mod:`.packs`)
     records/<snapshot_id>/<ns>-<rand>.json   one small record per snapshot taken
+    forgotten/<snapshot_id>         marker: the snapshot is to go at the next gc (see :mod:`.gc`)
+    locks/<kind>.<pid>.<rand>.<host>   snapshots' shared locks, gc's exclusive one (see :mod:`.locks`)
     index/children/<parent_id>/<child_id>    lineage index (empty keys): snapshots derived from a parent,
     index/models/<name>/<version>/<id>       snapshots a registered model version wrote (predictions),
     index/runs/<run_id>/<id>                 and those an unregistered run's model wrote
@@ -13,47 +16,66 @@ Layout under the store root (local directory or S3 prefix), after DVC's cache::
 
 A manifest lists (relative path, size, digest) sorted by path; the snapshot id is the digest of the
 manifest, which is itself stored as an object. So the same bytes under the same relative names give
-the same id on any machine, and one changed byte gives a new one. Objects, manifest and index keys
-are written before the record, each atomically, so a snapshot exists only once all of its bytes do,
-and a recorded snapshot is always in the index (an index key whose record never came is skipped).
-The index makes a downstream lineage step one listing instead of a read of every record; a store
-written before it existed is indexed once, on its first downstream lookup (or ``reindex``).
+the same id on any machine and in any layout, and one changed byte gives a new one. Objects, packs,
+manifest and index keys are written before the record, each atomically, so a snapshot exists only
+once all of its bytes do, and a recorded snapshot is always in the index (an index key whose record
+never came is skipped). The index makes a downstream lineage step one listing instead of a read of
+every record; a store written before it existed is indexed once, on its first downstream lookup (or
+``reindex``).
+
+Format 1 stores (every object loose, before packs) are read as they are. The first snapshot taken
+into one with this code marks it format 2 with ``loose_small_objects``: its new small objects go
+into packs, and its old loose ones are still found (and deduplicated against) where they are.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from airflow_mlops.config import RESTORED_BUDGET_BYTES
 from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots.backends import Backend, LocalBackend, S3Backend, temp_file_beside
+from airflow_mlops.snapshots.gc import DEFAULT_GC_GRACE_S, FORGOTTEN_PREFIX, GcReport, collect_garbage
 from airflow_mlops.snapshots.hashing import ALGORITHM, digest_bytes, digest_chunks, digest_file
+from airflow_mlops.snapshots.locks import SHARED, store_lock
+from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT, PackIndex, PackWriter, by_pack, read_packed
 from airflow_mlops.snapshots.restored import RESTORED_MIN_IDLE_S, materialize
 from airflow_mlops.snapshots.scan import scan_tree
 from airflow_mlops.snapshots.statcache import FileStat, StatCache, now_ns
 
 MARKER_KEY = "airflow-mlops-store.json"
 INDEX_MARKER_KEY = "index/complete.json"
+#: The layout this code writes: 1 had every object loose, 2 adds packs, locks and forget markers.
+STORE_FORMAT = 2
 MANIFEST_FORMAT = 1
 MIN_ID_PREFIX = 6
 #: Hex digits of a full snapshot id (a 256-bit BLAKE3 digest).
 ID_LENGTH = 64
-#: Files below this size are read into memory once: hashed and stored from the same bytes.
+#: Files below this size are read into memory once: hashed and stored (packed, if small enough) from the same bytes.
 _READ_WHOLE_LIMIT = 1024 * 1024
+#: Files handed to one worker at once, up to this many bytes: per-file hand-offs cost more than small files.
+_BATCH_BYTES = 1024 * 1024
+_BATCH_FILES = 256
+#: Threads creating restored files: each creation mostly waits for the file system, not the CPU.
+_RESTORE_WRITERS = 4
+#: Bytes of small files a restore holds in memory, checked, before writing any file; more are staged on disk.
+_RESTORE_MEMORY_BYTES = 256 * 1024 * 1024
 
 
-@dataclass(frozen=True)
-class ManifestEntry:
+class ManifestEntry(NamedTuple):
+    """One file of a snapshot. A named tuple: a snapshot of many files makes one per file, twice."""
+
     path: str
     size: int
     digest: str
@@ -142,7 +164,7 @@ def index_keys(record: SnapshotRecord) -> list[str]:
 
 def encode_manifest(entries: Iterable[ManifestEntry]) -> bytes:
     """Canonical manifest bytes: the snapshot id is their digest."""
-    files = sorted(([e.path, e.size, e.digest] for e in entries), key=lambda row: row[0])
+    files = sorted(map(list, entries))  # paths are unique: sorted by path
     return _encode({"format": MANIFEST_FORMAT, "files": files})
 
 
@@ -153,12 +175,30 @@ class SnapshotStore:
         self.backend = backend
         self.uri = backend.uri
         self._stat_cache = StatCache(backend.stat_cache_path())
-        self._initialized = backend.exists(MARKER_KEY)
+        self.packs = PackIndex(backend)
+        self._marker = self._read_marker()
+        self._initialized = self._marker is not None
         self._index_complete = False  # checked (one read of its marker) on the first downstream lookup
         if not self._initialized and not backend.is_empty():
             raise SnapshotError(
                 f"{self.uri} is not a snapshot store (no {MARKER_KEY}); give a new or empty location"
             )
+
+    def _read_marker(self) -> dict[str, Any] | None:
+        try:
+            marker = json.loads(self.backend.get_bytes(MARKER_KEY))
+        except KeyError:
+            return None
+        if marker.get("format", 1) > STORE_FORMAT:
+            raise SnapshotError(f"store {self.uri} has format {marker['format']}, newer than this airflow-mlops "
+                                f"reads ({STORE_FORMAT}); upgrade airflow-mlops")
+        return marker
+
+    @property
+    def _loose_small_objects(self) -> bool:
+        """Whether small objects may be loose: a format 1 store, or one that was (see the module docstring)."""
+        marker = self._marker or {}
+        return marker.get("format", 1) == 1 or bool(marker.get("loose_small_objects"))
 
     @classmethod
     def open(cls, uri: str, s3_client: Any = None) -> SnapshotStore:
@@ -198,18 +238,39 @@ class SnapshotStore:
         files = scan_tree(root)
         cached = self._stat_cache.load_under(root) if self._initialized else {}  # a new store holds no object yet
         hits = {path: cached[path][1] for _rel, path, stat in files if path in cached and cached[path][0] == stat}
-        gone = self.backend.missing({_object_key(digest) for digest in hits.values()})
-        digests = {path: digest for path, digest in hits.items() if _object_key(digest) not in gone}
-        misses = [(path, stat) for _rel, path, stat in files if path not in digests]
-        for path, _stat in misses:
-            if not os.access(path, os.R_OK):
+        for _rel, path, _stat in files:
+            if path not in hits and not os.access(path, os.R_OK):
                 raise SnapshotError(f"cannot read {path}: permission denied")
         new_store = not self._initialized
-        self._ensure_initialized()
-        if misses:
-            with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
-                for (path, _stat), digest in zip(misses, pool.map(self._store_file, *zip(*misses))):
-                    digests[path] = digest
+        self._prepare_for_writing()
+        with store_lock(self.backend, SHARED):  # from the first look at what the store has to the record
+            record, misses, digests = self._snapshot_locked(root, files, hits, source_label, airflow, parents, extra)
+        if new_store:  # its first record: a store made by this code indexes every record as it is written
+            self._mark_indexed()
+        if cache_stats:
+            self._stat_cache.store({path: (stat, digests[path]) for path, stat in misses}, scan_started)
+        return record
+
+    def _snapshot_locked(
+        self,
+        root: Path,
+        files: list[tuple[str, str, FileStat]],
+        hits: dict[str, str],
+        source_label: str | None,
+        airflow: Mapping[str, Any] | None,
+        parents: Iterable[str],
+        extra: Mapping[str, Any] | None,
+    ) -> tuple[SnapshotRecord, list[tuple[str, FileStat]], dict[str, str]]:
+        """The part of ``snapshot`` that runs under its shared lock: store the misses, then manifest and record.
+
+        Returns the record, the files read (stat-cache misses) and every file's digest.
+        """
+        self.packs.refresh()
+        sizes = {path: stat.size for _rel, path, stat in files}
+        gone = self._absent({digest: sizes[path] for path, digest in hits.items()})
+        digests = {path: digest for path, digest in hits.items() if digest not in gone}
+        misses = [(path, stat) for _rel, path, stat in files if path not in digests]
+        digests.update(self._store_files(misses))
 
         entries = [ManifestEntry(rel, stat.size, digests[path]) for rel, path, stat in files]
         manifest = encode_manifest(entries)
@@ -233,17 +294,45 @@ class SnapshotStore:
         self._put_index_keys(index_keys(record))
         record_key = f"records/{snapshot_id}/{now_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         self.backend.put_bytes(record_key, _encode(asdict(record)))
-        if new_store:  # its first record: a store made by this code indexes every record as it is written
-            self._mark_indexed()
-        if cache_stats:
-            self._stat_cache.store({path: (stat, digests[path]) for path, stat in misses}, scan_started)
-        return record
+        self.backend.delete([FORGOTTEN_PREFIX + snapshot_id])  # taken again: wanted again (see gc)
+        return record, misses, digests
 
-    def _store_file(self, path: str, stat: FileStat) -> str:
+    def _absent(self, sizes: Mapping[str, int]) -> set[str]:
+        """The digests among ``sizes`` (digest -> object size) whose object the store lacks.
+
+        Packed objects are found in the pack index; only large objects, or small ones in a store that
+        kept them loose, are looked up one by one (on S3, a request each).
+        """
+        unpacked = [digest for digest in sizes if digest not in self.packs]
+        lookups = {_object_key(d): d for d in unpacked if sizes[d] >= PACK_OBJECT_LIMIT or self._loose_small_objects}
+        found = set(lookups) - self.backend.missing(lookups)
+        return set(unpacked) - {lookups[key] for key in found}
+
+    def _store_files(self, misses: list[tuple[str, FileStat]]) -> dict[str, str]:
+        """Hash and store ``misses`` (path, stat) on the backend's workers, a batch of small files at a time;
+        returns their digests by path. Small objects go into packs, all written before this returns."""
+        writer = PackWriter(self.backend, self.packs)
+        batches: list[list[tuple[str, FileStat]]] = [[]]
+        batch_bytes = 0
+        for path, stat in misses:
+            if len(batches[-1]) >= _BATCH_FILES or batch_bytes >= _BATCH_BYTES:
+                batches.append([])
+                batch_bytes = 0
+            batches[-1].append((path, stat))
+            batch_bytes += stat.size
+        digests: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
+            for batch, batch_digests in zip(batches, pool.map(lambda b: [self._store_file(p, s, writer) for p, s in b], batches)):
+                digests.update((path, digest) for (path, _stat), digest in zip(batch, batch_digests))
+        writer.flush()
+        return digests
+
+    def _store_file(self, path: str, stat: FileStat, writer: PackWriter) -> str:
         """Hash one file and store its bytes unless the store has them; returns the digest.
 
-        Small files are read once (hashed and written from memory); large ones are hashed through
-        mmap and copied by the backend. A file that changed since it was scanned is an error.
+        Files below ``_READ_WHOLE_LIMIT`` are read once (hashed and stored from memory: packed below
+        ``PACK_OBJECT_LIMIT``); larger ones are hashed through mmap and copied by the backend. A file
+        that changed since it was scanned is an error.
         """
         try:
             if stat.size < _READ_WHOLE_LIMIT:
@@ -251,8 +340,11 @@ class SnapshotStore:
                     data = handle.read()
                     after = FileStat.of(os.fstat(handle.fileno()))
                 digest = digest_bytes(data)
-                if not self.backend.exists(_object_key(digest)):
-                    self.backend.put_bytes(_object_key(digest), data)
+                if len(data) >= PACK_OBJECT_LIMIT:
+                    if not self.backend.exists(_object_key(digest)):
+                        self.backend.put_bytes(_object_key(digest), data)
+                elif digest not in self.packs and not (self._loose_small_objects and self.backend.exists(_object_key(digest))):
+                    writer.add(digest, data)
             else:
                 digest = digest_file(path, stat.size)
                 if not self.backend.exists(_object_key(digest)):
@@ -268,10 +360,16 @@ class SnapshotStore:
         if not self._initialized:
             raise SnapshotError(f"no snapshot store at {self.uri}; take a snapshot there first")
 
-    def _ensure_initialized(self) -> None:
-        if not self._initialized:
-            self.backend.put_bytes(MARKER_KEY, _encode({"format": 1, "hash": ALGORITHM}))
-            self._initialized = True
+    def _prepare_for_writing(self) -> None:
+        """Write the marker of a new store, or mark a format 1 store as packing from now on."""
+        if self._initialized and self._marker.get("format", 1) == STORE_FORMAT:
+            return
+        marker = {"format": STORE_FORMAT, "hash": ALGORITHM}
+        if self._initialized:
+            marker["loose_small_objects"] = True
+        self.backend.put_bytes(MARKER_KEY, _encode(marker))
+        self._marker = marker
+        self._initialized = True
 
     # ----------------------------------------------------------------- reading records
 
@@ -347,7 +445,10 @@ class SnapshotStore:
 
     def manifest(self, snapshot_id: str) -> list[ManifestEntry]:
         """The files of a snapshot, checked against the id before they are trusted."""
-        full_id = self.resolve(snapshot_id)
+        return self.read_manifest(self.resolve(snapshot_id))
+
+    def read_manifest(self, full_id: str) -> list[ManifestEntry]:
+        """``manifest`` of a full id, without looking its records up."""
         try:
             data = self.backend.get_bytes(_object_key(full_id))
         except KeyError:
@@ -356,6 +457,70 @@ class SnapshotStore:
             raise SnapshotError(f"manifest of snapshot {full_id} is damaged; run 'airflow-mlops verify'")
         return [ManifestEntry(*row) for row in json.loads(data)["files"]]
 
+    # ----------------------------------------------------------------- forgetting and gc
+
+    def forget(self, snapshot_ids: Iterable[str], *, reason: str) -> None:
+        """Mark snapshots as forgotten (idempotent): a small key forgotten/<snapshot_id> (JSON: reason, time, host).
+
+        The records stay readable until gc removes them; an id already forgotten keeps its first marker.
+        """
+        self._require_store()
+        wanted = {self.resolve(snapshot_id) for snapshot_id in snapshot_ids}
+        already = {key[len(FORGOTTEN_PREFIX) :] for key in self.backend.list_keys(FORGOTTEN_PREFIX)}
+        marker = _encode({"reason": reason, "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          "host": socket.gethostname()})
+        for snapshot_id in sorted(wanted - already):
+            self.backend.put_bytes(FORGOTTEN_PREFIX + snapshot_id, marker)
+
+    def forgotten(self) -> dict[str, dict]:
+        """Forgotten snapshot ids, each with its marker (reason, time, host)."""
+        if not self._initialized:
+            return {}
+        keys = sorted(self.backend.list_keys(FORGOTTEN_PREFIX))
+        with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
+            markers = list(pool.map(self._read_json_or_none, keys))
+        return {key[len(FORGOTTEN_PREFIX) :]: marker for key, marker in zip(keys, markers) if marker is not None}
+
+    def _read_json_or_none(self, key: str) -> dict | None:
+        try:
+            return json.loads(self.backend.get_bytes(key))
+        except KeyError:
+            return None  # deleted since it was listed
+
+    def unforget(self, snapshot_ids: Iterable[str]) -> None:
+        """Drop the forget markers of full snapshot ids: the snapshots are kept again.
+
+        Under a shared lock, so it either lands before a gc decides (and the snapshot is kept) or
+        after it: an id whose records gc deleted meanwhile is an error, not a silent no-op.
+        """
+        self._require_store()
+        ids = sorted(set(snapshot_ids))
+        with store_lock(self.backend, SHARED):
+            gone = [snapshot_id for snapshot_id in ids if not any(self.backend.list_keys(f"records/{snapshot_id}/"))]
+            if gone:
+                raise SnapshotError(f"snapshot {gone[0]} is no longer in {self.uri} (deleted by gc); it cannot be unforgotten")
+            self.backend.delete([FORGOTTEN_PREFIX + snapshot_id for snapshot_id in ids])
+
+    def gc(
+        self, *, protect: Collection[str] = (), grace_seconds: float = DEFAULT_GC_GRACE_S, dry_run: bool = False
+    ) -> GcReport:
+        """Delete what no kept snapshot uses; see :mod:`~airflow_mlops.snapshots.gc`.
+
+        Kept = every recorded snapshot not forgotten, plus every full id in ``protect``. Deletes the
+        records, lineage index keys and markers of the other forgotten snapshots, the loose objects
+        and whole packs no kept manifest references, and repacks packs that are mostly garbage. Never
+        deletes an object or pack younger than ``grace_seconds``, or anything an in-flight snapshot
+        may use. With ``dry_run`` nothing is written or deleted; the report says what would go.
+        """
+        self._require_store()
+        return collect_garbage(self, protect=protect, grace_seconds=grace_seconds, dry_run=dry_run)
+
+    def snapshot_keys(self, snapshot_id: str) -> list[str]:
+        """The keys that make a snapshot visible: its record files and the lineage index keys they imply."""
+        record_keys = list(self.backend.list_keys(f"records/{snapshot_id}/"))
+        records = [SnapshotRecord(**json.loads(self.backend.get_bytes(key))) for key in record_keys]
+        return record_keys + sorted({key for record in records for key in index_keys(record)})
+
     # ----------------------------------------------------------------- restore and verify
 
     def restore(self, snapshot_id: str, dest: str | os.PathLike, *, force: bool = False) -> list[ManifestEntry]:
@@ -363,7 +528,10 @@ class SnapshotStore:
 
         Refuses entries that would land outside ``dest`` (absolute paths, ``..``, symlinks out),
         and a non-empty ``dest`` unless ``force`` (which overwrites listed files, keeps others).
-        No file is written unless every object is present and intact.
+        No file is written unless every object is present and intact: packed objects are fetched
+        (a ranged read per pack) and checked in memory, large ones beside their target. New files
+        are then written in place, existing ones replaced by a rename; a restore killed while
+        writing can leave a partial tree (``materialize`` restores into a folder renamed in place).
         """
         entries = self.manifest(snapshot_id)
         dest_path = Path(dest).expanduser().absolute()
@@ -371,30 +539,75 @@ class SnapshotStore:
             raise SnapshotError(f"restore target {dest_path} is a file; give a directory")
         if dest_path.is_dir() and any(dest_path.iterdir()) and not force:
             raise SnapshotError(f"restore target {dest_path} is not empty; use --force to overwrite")
-        dest_real = Path(os.path.realpath(dest_path))
-        targets = [(entry, _safe_target(dest_path, dest_real, entry.path)) for entry in entries]
-        missing = self.backend.missing({_object_key(entry.digest) for entry in entries})
+        resolve_folder = functools.lru_cache(maxsize=None)(os.path.realpath)  # each folder resolved once
+        targets = [(entry, _safe_target(dest_path, resolve_folder, entry.path)) for entry in entries]
+        self.packs.refresh()
+        loose = [(entry, target) for entry, target in targets if entry.digest not in self.packs]
+        missing = self.backend.missing({_object_key(entry.digest) for entry, _target in loose})
         if missing:
             raise SnapshotError(f"{len(missing)} objects of snapshot {self.resolve(snapshot_id)} are missing; "
                                 "run 'airflow-mlops verify'")
+        for directory in sorted({target.parent for _entry, target in targets}):
+            directory.mkdir(parents=True, exist_ok=True)
         staged: list[tuple[Path, Path]] = []
-        try:  # every file fetched and checked beside its target first, then all renamed into place
-            for entry, target in targets:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                temp = temp_file_beside(target)
-                staged.append((temp, target))
-                try:
-                    self.backend.get_file(_object_key(entry.digest), temp)
-                except KeyError:
-                    raise SnapshotError(f"object {entry.digest} for {entry.path} is missing; run 'airflow-mlops verify'") from None
-                if digest_file(temp, entry.size) != entry.digest:
-                    raise SnapshotError(f"object {entry.digest} for {entry.path} is damaged; run 'airflow-mlops verify'")
+        try:  # every object fetched and checked (in memory, or staged beside its target) first, then written
+            held = self._fetch_packed([pair for pair in targets if pair[0].digest in self.packs], staged)
+            for entry, target in loose:
+                staged.append((self._fetch_loose(entry, target), target))
+            writes = [(target, held[entry.digest]) for entry, target in targets if entry.digest in held]
+            batches = [writes[start : start + _BATCH_FILES] for start in range(0, len(writes), _BATCH_FILES)]
+            with ThreadPoolExecutor(max_workers=_RESTORE_WRITERS) as pool:  # file creation waits on the journal
+                list(pool.map(lambda batch: [_write_file(*write) for write in batch], batches))
             for temp, target in staged:
                 os.replace(temp, target)
         finally:
             for temp, _target in staged:
                 temp.unlink(missing_ok=True)
         return entries
+
+    def _fetch_packed(self, targets: list[tuple[ManifestEntry, Path]], staged: list[tuple[Path, Path]]) -> dict[str, bytes]:
+        """Fetch and check packed objects: held in memory (by digest) up to a budget, then staged beside
+        their targets (appended to ``staged``). A damaged or missing one is an error."""
+        paths: dict[str, list[tuple[str, Path]]] = {}
+        for entry, target in targets:
+            paths.setdefault(entry.digest, []).append((entry.path, target))
+        groups = by_pack((digest, self.packs.get(digest)) for digest in paths)
+        held: dict[str, bytes] = {}
+        held_bytes = 0
+        with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
+            for objects in pool.map(lambda item: read_packed(self.backend, *item), groups.items()):
+                for digest, data in objects:
+                    path = paths[digest][0][0]
+                    if data is None:
+                        raise SnapshotError(f"object {digest} for {path} is missing; run 'airflow-mlops verify'")
+                    if digest_bytes(data) != digest:
+                        raise SnapshotError(f"object {digest} for {path} is damaged; run 'airflow-mlops verify'")
+                    if held_bytes + len(data) <= _RESTORE_MEMORY_BYTES:
+                        held[digest] = data
+                        held_bytes += len(data)
+                        continue
+                    for _path, target in paths[digest]:
+                        temp = temp_file_beside(target)
+                        staged.append((temp, target))
+                        temp.write_bytes(data)
+        return held
+
+    def _fetch_loose(self, entry: ManifestEntry, target: Path) -> Path:
+        """A loose object copied beside its target and checked; returns the temp file."""
+        temp = temp_file_beside(target)
+        try:
+            self.backend.get_file(_object_key(entry.digest), temp)
+            intact = digest_file(temp, entry.size) == entry.digest
+        except KeyError:
+            temp.unlink()
+            raise SnapshotError(f"object {entry.digest} for {entry.path} is missing; run 'airflow-mlops verify'") from None
+        except BaseException:
+            temp.unlink()
+            raise
+        if not intact:
+            temp.unlink()
+            raise SnapshotError(f"object {entry.digest} for {entry.path} is damaged; run 'airflow-mlops verify'")
+        return temp
 
     def materialize(
         self,
@@ -412,38 +625,83 @@ class SnapshotStore:
         return materialize(self, self.resolve(snapshot_id), cache_root, budget_bytes=budget_bytes, min_idle_s=min_idle_s)
 
     def verify(self, snapshot_id: str | None = None) -> list[VerifyProblem]:
-        """Re-hash stored objects: those of one snapshot, or every object in the store."""
+        """Re-hash stored objects: those of one snapshot, or every object in the store (each packed copy)."""
         self._require_store()
         snapshot_ids = [self.resolve(snapshot_id)] if snapshot_id else sorted(self.snapshot_ids())
         users: dict[str, set[str]] = {}
-        problems: dict[str, str] = {}
         for sid in snapshot_ids:
             users.setdefault(sid, set()).add(sid)
             try:
-                entries = self.manifest(sid)
+                entries = self.read_manifest(sid)
             except SnapshotError:
                 continue  # reported below as the manifest object's own problem
             for entry in entries:
                 users.setdefault(entry.digest, set()).add(sid)
-        to_check = set(users)
+        self.packs.refresh()
         if snapshot_id is None:
-            to_check |= {key[len("objects/") :].replace("/", "") for key in self.backend.list_keys("objects/")}
-        for digest in sorted(to_check):
+            packed = list(self.packs.rows())
+            loose = {key[len("objects/") :].replace("/", "") for key in self.backend.list_keys("objects/")}
+            loose |= {digest for digest in users if digest not in self.packs}
+        else:
+            packed = [(digest, self.packs.get(digest)) for digest in users if digest in self.packs]
+            loose = {digest for digest in users if digest not in self.packs}
+        problems = self._check_packed(packed)
+        for digest in sorted(loose):
             key = _object_key(digest)
             if not self.backend.exists(key):
-                problems[digest] = "missing"
+                problems.setdefault(digest, "missing")
             elif digest_chunks(self.backend.iter_chunks(key)) != digest:
                 problems[digest] = "damaged"
         return [VerifyProblem(d, kind, sorted(users.get(d, ()))) for d, kind in sorted(problems.items())]
 
+    def _check_packed(self, packed: list[tuple[str, Any]]) -> dict[str, str]:
+        """Problems (digest -> "missing" or "damaged") among packed objects, read a pack at a time."""
 
-def _safe_target(dest: Path, dest_real: Path, rel_path: str) -> Path:
-    """``dest / rel_path``, refusing paths and existing symlinks that lead outside ``dest``."""
+        def check(item: tuple[str, list]) -> list[tuple[str, str]]:
+            return [(digest, "missing" if data is None else "damaged")
+                    for digest, data in read_packed(self.backend, *item) if data is None or digest_bytes(data) != digest]
+
+        problems: dict[str, str] = {}
+        with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
+            for found in pool.map(check, by_pack(packed).items()):
+                for digest, kind in found:
+                    problems[digest] = "damaged" if kind == "damaged" else problems.get(digest, kind)
+        return problems
+
+
+def _write_file(target: Path, data: bytes) -> None:
+    """Write a restored file: in place when it is new (as ``cp`` does), beside it and renamed over when
+    it exists, so a file that is replaced is never seen half written."""
+    try:
+        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        temp = temp_file_beside(target)
+        try:
+            temp.write_bytes(data)
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        return
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(handle, view) :]
+    finally:
+        os.close(handle)
+
+
+def _safe_target(dest: Path, resolve_folder: Callable[[str], str], rel_path: str) -> Path:
+    """``dest / rel_path``, refusing paths and existing symlinks that lead outside ``dest``.
+
+    ``resolve_folder`` is a caching ``os.path.realpath``: a tree's files share a few folders, and only
+    a file that is itself a symlink needs resolving on its own.
+    """
     parts = rel_path.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise SnapshotError(f"manifest entry {rel_path!r} would escape the restore target; refused")
-    target = dest.joinpath(*parts)
-    resolved = Path(os.path.realpath(target))
-    if dest_real not in resolved.parents:
+    target = os.path.join(dest, *parts)
+    folder, name = os.path.split(target)
+    resolved = os.path.realpath(target) if os.path.islink(target) else os.path.join(resolve_folder(folder), name)
+    if not resolved.startswith(resolve_folder(str(dest)) + os.sep):
         raise SnapshotError(f"manifest entry {rel_path!r} would escape {dest} through a symlink; refused")
-    return target
+    return Path(target)

@@ -10,7 +10,7 @@ reused; one made from other inputs is tagged as superseded by the new run.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -35,9 +35,14 @@ def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def airflow_tags_filter(identity: Mapping[str, Any], keys: Iterable[str]) -> str:
+    """MLflow search filter matching runs whose ``airflow.<key>`` tags equal ``identity``'s values."""
+    return " and ".join(f"tags.`{TAG_PREFIX}{key}` = {_quote(str(identity[key]))}" for key in keys)
+
+
 def task_instance_filter(identity: Mapping[str, Any]) -> str:
     """MLflow search filter matching every attempt's run of this task instance."""
-    return " and ".join(f"tags.`{TAG_PREFIX}{key}` = {_quote(str(identity[key]))}" for key in _INSTANCE_KEYS)
+    return airflow_tags_filter(identity, _INSTANCE_KEYS)
 
 
 def fingerprint(definition: Mapping[str, Any]) -> str:
