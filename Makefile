@@ -71,11 +71,9 @@ down:
 	done
 
 ## Run the test suite (services it needs: PostgreSQL on 127.0.0.1:5432, Redis on 127.0.0.1:6379; moto's S3
-## server, MLflow servers, Spark and Airflow clusters are started by the tests). Whole modules go to
-## TEST_WORKERS processes, longest first (tests/conftest.py); TEST_WORKERS=0 runs them in this process.
-TEST_WORKERS ?= 2
+## server, MLflow servers, Spark and Airflow clusters are started by the tests).
 test: $(INSTALLED)
-	$(PY) -m pytest -q -ra --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PY) -m pytest -q -ra --durations=25
 
 ## The floor environment: a fresh venv with the lowest versions pyproject.toml's ranges allow for every
 ## direct dependency (uv --resolution lowest-direct; the rest resolves as for a user today), running the

@@ -22,11 +22,6 @@ VENV_BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[1]
 
 
-#: Modules that take minutes (a real Airflow, an MLflow server, a Spark cluster, a wheel installed into a
-#: fresh venv), longest first as measured with ``--durations``; the rest follow in file order.
-LONG_MODULES = ("test_under_celery", "test_example_dags", "test_registry", "test_under_scheduler",
-                "test_airflow_integration", "test_spark_etl", "test_tuning", "test_training", "test_packaging")
-
 #: ``make test-floor`` runs the tests marked ``floor`` against the lowest versions pyproject.toml allows:
 #: those of these modules that need no service (by marker or fixture) and no pipeline run.
 FLOOR_MODULES = ("test_packaging", "test_snapshot_store", "test_training", "test_tuning", "test_registry",
@@ -39,14 +34,7 @@ LOCK_ONLY = {"test_a_run_records_data_code_params_environment_and_airflow_contex
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long modules first: ``make test`` hands whole modules to its workers (pytest-xdist
-    ``--dist loadfile``) in this order, so the long ones start at once and the short ones fill in.
-    And the ``floor`` marker on the floor environment's tests."""
-    def rank(item: pytest.Item) -> int:
-        module = item.path.stem
-        return LONG_MODULES.index(module) if module in LONG_MODULES else len(LONG_MODULES)
-
-    items.sort(key=rank)  # stable: a module's tests keep their order
+    """The ``floor`` marker on the floor environment's tests."""
     for item in items:
         if (item.path.stem in FLOOR_MODULES and item.name not in LOCK_ONLY
                 and not SERVICE_MARKERS & {mark.name for mark in item.iter_markers()}

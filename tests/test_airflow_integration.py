@@ -181,7 +181,10 @@ def test_make_up_serves_both_uis_on_the_demo_stores_and_make_down_stops_every_pr
 
 
 def _in_groups(process, groups: list[int]) -> bool:
+    """A live process of one of ``groups`` (a zombie has exited: it only waits for init to reap it)."""
+    import psutil
+
     try:
-        return os.getpgid(process.pid) in groups
-    except (ProcessLookupError, PermissionError):
+        return os.getpgid(process.pid) in groups and process.status() != psutil.STATUS_ZOMBIE
+    except (ProcessLookupError, PermissionError, psutil.NoSuchProcess):
         return False
