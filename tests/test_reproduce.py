@@ -20,6 +20,7 @@ from airflow_mlops.reproduce.report import compare_metrics
 from airflow_mlops.snapshots import SnapshotStore
 from tests.conftest import REPO, run_cli
 from tests.task_process import attempt_config, run_attempt, runs_of
+from tests.test_snapshot_store import flip_byte, packed_at
 
 TRAIN_MODULE = '''
 import os
@@ -94,11 +95,8 @@ def test_an_estimator_instance_reproduces_and_a_damaged_input_object_makes_it_re
     assert here(embedded_client, run_id).ok  # the instance is rebuilt from the run's definition/estimator.skops
 
     (entry,) = store.manifest(record.snapshot_id)
-    victim = Path(store.uri) / "objects" / entry.digest[:2] / entry.digest[2:]
-    data = bytearray(victim.read_bytes())
-    data[100] ^= 0x01
-    victim.chmod(0o644)
-    victim.write_bytes(bytes(data))
+    pack, offset, _ = packed_at(Path(store.uri), entry.digest)  # a small file: in a pack
+    flip_byte(pack, offset + 100)
 
     # the restored copy under AIRFLOW_HOME is intact, but the store no longer vouches for the data
     with pytest.raises(SnapshotError, match=f"snapshot {record.snapshot_id} fails verification.*damaged object {entry.digest}"):

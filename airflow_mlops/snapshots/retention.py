@@ -166,7 +166,8 @@ def plan(
 
 
 def protected_snapshots(store: SnapshotStore, client: Any) -> dict[str, str]:
-    """snapshot id -> why a registered model version needs it, for every version of every registered model.
+    """snapshot id -> why a registered model version needs it, for every version of every registered model
+    (the snapshots of this store: one MLflow server may serve models trained on several stores).
 
     Walks upstream from each version with the lineage walker (the version's run, its input snapshot,
     their parents, ...), adding the version's own snapshot tag (should its run be gone) and the inputs
@@ -198,7 +199,7 @@ def _needed_by(walker: Any, version_node: str) -> list[tuple[str, str]]:
                 continue
             seen.add(other)
             queue.append(other)
-            if other.startswith(f"{SNAPSHOT}:"):
+            if other.startswith(f"{SNAPSHOT}:") and not walker.node(other).data.get("missing"):  # not in another store
                 found.append((other.partition(":")[2], _reason(walker, node_id, relation, label, {version_node, *training})))
     return found
 
