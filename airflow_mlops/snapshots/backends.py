@@ -107,16 +107,7 @@ class LocalBackend:
         self._write_atomically(key, lambda temp: copy_verified(source, temp, digest))
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        def write(temp: str) -> None:
-            handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(handle, view) :]
-            finally:
-                os.close(handle)
-
-        self._write_atomically(key, write)
+        self._write_atomically(key, lambda temp: write_new_file(temp, data, 0o644))
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -295,10 +286,14 @@ class S3Backend:
         return next(self.list_keys(""), None) is None
 
     def stat_cache_path(self) -> Path:
-        return mlops_home() / "stat-cache" / f"{digest_bytes(self.uri.encode())[:24]}.sqlite"
+        return self._local_cache("stat-cache").with_suffix(".sqlite")
 
     def index_cache_dir(self) -> Path | None:
-        return mlops_home() / "pack-index" / digest_bytes(self.uri.encode())[:24]
+        return self._local_cache("pack-index")
+
+    def _local_cache(self, kind: str) -> Path:
+        """This store's place for a local cache of ``kind`` under AIRFLOW_HOME (one per bucket and prefix)."""
+        return mlops_home() / kind / digest_bytes(self.uri.encode())[:24]
 
 
 @contextmanager
@@ -319,6 +314,17 @@ def copy_verified(source: Path, target: str | os.PathLike, digest: str) -> None:
     raises instead of leaving its new bytes stored under the old digest."""
     if copy_with_digest(source, target) != digest:
         raise SnapshotError(f"{source} changed while it was being snapshotted; take the snapshot again")
+
+
+def write_new_file(path: str | os.PathLike, data: bytes, mode: int) -> None:
+    """Create ``path`` (it must not exist) holding ``data``, written straight from memory."""
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(handle, view) :]
+    finally:
+        os.close(handle)
 
 
 def temp_file_beside(target: Path) -> Path:

@@ -45,7 +45,7 @@ from urllib.parse import quote
 
 from airflow_mlops.config import RESTORED_BUDGET_BYTES
 from airflow_mlops.errors import SnapshotError
-from airflow_mlops.snapshots.backends import Backend, LocalBackend, S3Backend, temp_file_beside
+from airflow_mlops.snapshots.backends import Backend, LocalBackend, S3Backend, temp_file_beside, write_new_file
 from airflow_mlops.snapshots.gc import DEFAULT_GC_GRACE_S, FORGOTTEN_PREFIX, GcReport, collect_garbage
 from airflow_mlops.snapshots.hashing import ALGORITHM, digest_bytes, digest_chunks, digest_file
 from airflow_mlops.snapshots.locks import SHARED, store_lock
@@ -673,7 +673,7 @@ def _write_file(target: Path, data: bytes) -> None:
     """Write a restored file: in place when it is new (as ``cp`` does), beside it and renamed over when
     it exists, so a file that is replaced is never seen half written."""
     try:
-        handle = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        write_new_file(target, data, 0o666)
     except FileExistsError:
         temp = temp_file_beside(target)
         try:
@@ -681,13 +681,6 @@ def _write_file(target: Path, data: bytes) -> None:
             os.replace(temp, target)
         finally:
             temp.unlink(missing_ok=True)
-        return
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(handle, view) :]
-    finally:
-        os.close(handle)
 
 
 def _safe_target(dest: Path, resolve_folder: Callable[[str], str], rel_path: str) -> Path:
