@@ -25,7 +25,6 @@ from airflow_mlops.errors import MlopsError
 from airflow_mlops.formats import data_files
 from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
 from airflow_mlops.snapshots.hashing import digest_bytes
-from airflow_mlops.utils.extras import require_extra
 from airflow_mlops.utils.imports import source_file
 
 #: Name of the one table a transformation returning a single DataFrame writes (at the snapshot root).
@@ -106,7 +105,6 @@ def spark_transform(
     ``transform(spark, inputs, **transform_kwargs)`` gets ``{name: DataFrame}`` and returns a
     DataFrame (one table at the snapshot root) or ``{name: DataFrame}`` (one folder per table).
     """
-    require_extra("spark", "Spark ETL")
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 

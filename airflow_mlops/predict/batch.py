@@ -25,7 +25,6 @@ from airflow_mlops.formats import data_files
 from airflow_mlops.predict.model import PredictError, ResolvedModel
 from airflow_mlops.predict.signature import check_columns, column_kind, spark_kind
 from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
-from airflow_mlops.utils.extras import require_extra
 
 OUTPUT_FILE = "part-00000.parquet"
 
@@ -125,7 +124,6 @@ def _score_pandas(source: PredictInput, model: ResolvedModel, signature: Any, ke
 def _score_spark(spark: Any, source: PredictInput, model: ResolvedModel, signature: Any, keys: list[str],
                  prediction_column: str, spark_output: Path, output: Path) -> None:
     """Read the input with Spark, check its schema, score through a pandas UDF, write the sorted result."""
-    require_extra("spark", "Spark batch prediction")
     import mlflow
     import pyarrow.parquet as pq
     from py4j.protocol import Py4JJavaError

@@ -51,14 +51,16 @@ class KeepRules:
 
     @classmethod
     def parse(cls, last: Any = 0, daily: Any = 0, weekly: Any = 0) -> KeepRules:
-        """Rules from numbers or their text (what a template such as ``{{ params.keep_last }}`` renders)."""
-        values = []
-        for name, value in (("keep-last", last), ("keep-daily", daily), ("keep-weekly", weekly)):
-            text = str(value).strip() if value is not None else "0"
-            if not text.lstrip("-").isdigit():
-                raise MlopsError(f"--{name} must be a whole number of at least 0, got {value!r}")
-            values.append(int(text))
-        return cls(*values)
+        """Rules from numbers or their text (what a template such as ``{{ params.keep_last }}`` renders);
+        anything else is left for the checks of ``__post_init__`` to refuse by name."""
+
+        def number(value: Any) -> Any:
+            if value is None:
+                return 0
+            text = str(value).strip()
+            return int(text) if isinstance(value, (str, int)) and text.lstrip("-").isdigit() else value
+
+        return cls(number(last), number(daily), number(weekly))
 
     def _named(self) -> list[tuple[str, int]]:
         return [("keep-last", self.last), ("keep-daily", self.daily), ("keep-weekly", self.weekly)]
