@@ -187,6 +187,9 @@ def mlflow_server(postgres_url, tmp_path_factory):
         f"database_uri = sqlite:///{root / 'auth.db'}\n"
         f"admin_username = {MLFLOW_ADMIN}\nadmin_password = {MLFLOW_ADMIN_PASSWORD}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        # As a team would run it: without this cache the server checks the password hash (scrypt, by
+        # design slow) on every request, and a training run sends dozens.
+        "auth_cache_ttl_seconds = 600\n"
     )
     port = free_port()
     env = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(auth_config), "MLFLOW_FLASK_SERVER_SECRET_KEY": uuid.uuid4().hex}
