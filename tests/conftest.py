@@ -292,9 +292,10 @@ def embedded_client(airflow_home, monkeypatch):
     return mlflow.MlflowClient(uri)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory):
-    """A real Spark standalone cluster on loopback, one master and one worker, from the installed pyspark."""
+    """A real Spark standalone cluster on loopback, one master and one worker, from the installed pyspark;
+    one for the session (the ETL tests and the compose topology), as its start-up is slow."""
     import shutil
     import urllib.request
 
