@@ -318,17 +318,18 @@ def copy_verified(source: Path, target: str | os.PathLike, digest: str) -> None:
 
 def write_new_file(path: str | os.PathLike, data: bytes, mode: int) -> None:
     """Create ``path`` (it must not exist) holding ``data``, written straight from memory."""
-    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(handle, view) :]
+        written = os.write(handle, data)
+        while written < len(data):  # a short write: rare, so no view of the data until one happens
+            written += os.write(handle, memoryview(data)[written:])
     finally:
         os.close(handle)
 
 
-def temp_file_beside(target: Path) -> Path:
+def temp_file_beside(target: str | os.PathLike) -> Path:
     """A unique temp path in ``target``'s directory, so ``os.replace`` onto ``target`` is atomic."""
-    handle, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    folder, name = os.path.split(target)
+    handle, name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     os.close(handle)
     return Path(name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import struct
 import threading
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,21 +50,27 @@ def index_key(pack: str) -> str:
 
 
 def read_packed(backend: Backend, pack: str, rows: list[tuple[str, Location]]) -> list[tuple[str, bytes | None]]:
-    """(digest, bytes) of some objects of one pack, from one ranged read spanning them; None if the pack is gone."""
-    start = min(location.offset for _digest, location in rows)
-    end = max(location.offset + location.length for _digest, location in rows)
+    """(digest, bytes) of some objects of one pack, from one ranged read spanning them; None if the pack is gone.
+
+    Locations are read as (pack, offset, length) tuples, as ``by_pack`` takes them.
+    """
+    start = min(offset for _digest, (_pack, offset, _length) in rows)
+    end = max(offset + length for _digest, (_pack, offset, length) in rows)
     try:
         data = backend.get_range(pack_key(pack), start, end - start) if end > start else b""
     except KeyError:
         return [(digest, None) for digest, _location in rows]
-    return [(digest, data[loc.offset - start : loc.offset - start + loc.length]) for digest, loc in rows]
+    return [(digest, data[offset - start : offset - start + length]) for digest, (_pack, offset, length) in rows]
 
 
 def by_pack(located: Iterable[tuple[str, Location]]) -> dict[str, list[tuple[str, Location]]]:
-    """(digest, location) pairs grouped by pack, each group in pack order."""
+    """(digest, location) pairs grouped by pack, each group in pack order.
+
+    A location is a ``Location`` or a plain (pack, offset, length) tuple (see ``PackIndex.locate``).
+    """
     groups: dict[str, list[tuple[str, Location]]] = {}
-    for digest, location in sorted(located, key=lambda item: (item[1].pack, item[1].offset)):
-        groups.setdefault(location.pack, []).append((digest, location))
+    for digest, location in sorted(located, key=itemgetter(1)):
+        groups.setdefault(location[0], []).append((digest, location))
     return groups
 
 
@@ -91,9 +98,19 @@ class PackIndex:
     def __contains__(self, digest: str) -> bool:
         return digest in self._where
 
+    def lacking(self, digests: Iterable[str]) -> set[str]:
+        """The digests among ``digests`` that no pack holds: a set difference, not a lookup per digest."""
+        return set(digests).difference(self._where)
+
     def get(self, digest: str) -> Location | None:
         where = self._where.get(digest)
         return Location(*where) if where else None
+
+    def locate(self, digests: Iterable[str]) -> list[tuple[str, tuple[str, int, int]]]:
+        """(digest, location) of each of ``digests`` (all packed), for ``by_pack``: locations as plain
+        (pack, offset, length) tuples, not ``Location``s, since a restore locates every small file."""
+        where = self._where
+        return [(digest, where[digest]) for digest in digests]
 
     def rows(self) -> Iterator[tuple[str, Location]]:
         """Every copy of every packed object (an object two writers packed at once is in two packs)."""

@@ -27,7 +27,7 @@ from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots.hashing import digest_file
 from airflow_mlops.snapshots.scan import scan_tree
 from airflow_mlops.utils.file_lock import exclusive_file_lock
-from airflow_mlops.snapshots.statcache import RACY_WINDOW_NS, FileStat, StatCache, now_ns
+from airflow_mlops.snapshots.statcache import RACY_WINDOW_NS, FileStat, StatCache, cached_digests, now_ns
 
 if TYPE_CHECKING:
     from airflow_mlops.snapshots.store import ManifestEntry, SnapshotStore
@@ -100,12 +100,11 @@ def _restored_intact(folder: Path, entries: list[ManifestEntry], stat_cache: Sta
         files = scan_tree(folder)
         if [rel for rel, _path, _stat in files] != sorted(expected):
             return False
-        known = stat_cache.load_under(folder)
-        for rel, path, stat in files:
+        for (rel, path, stat), digest in zip(files, cached_digests(stat_cache.load_under(folder), files)):
             entry = expected[rel]
             if stat.size != entry.size:
                 return False
-            if known.get(path) != (stat, entry.digest):
+            if digest != entry.digest:
                 if digest_file(path, stat.size) != entry.digest:
                     return False
                 rehashed[path] = (stat, entry.digest)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 #: Files whose mtime is this close to the scan start are not cached (coarse kernel clock ticks).
 RACY_WINDOW_NS = 50_000_000
@@ -22,9 +22,11 @@ RACY_WINDOW_NS = 50_000_000
 _LOCK_TIMEOUT_S = 60
 
 
-@dataclass(frozen=True)
-class FileStat:
-    """The part of ``os.stat`` that identifies one version of a file."""
+class FileStat(NamedTuple):
+    """The part of ``os.stat`` that identifies one version of a file.
+
+    A named tuple: a scan makes one per file, and it compares equal to the plain tuples the cache loads.
+    """
 
     size: int
     mtime_ns: int
@@ -66,8 +68,11 @@ class StatCache:
                     raise
                 time.sleep(0.02)
 
-    def load_under(self, root: Path) -> dict[str, tuple[FileStat, str]]:
-        """All entries for ``root`` itself or files below it, keyed by absolute path."""
+    def load_under(self, root: Path) -> dict[str, tuple[int, int, int, str]]:
+        """All entries for ``root`` itself or files below it: absolute path -> (size, mtime_ns, inode, digest).
+
+        Plain tuples, as SQLite returns them: a tree of many files loads one per file (see ``cached_digests``).
+        """
         if not self.path.exists():
             return {}
         connection = self._connect()
@@ -77,7 +82,7 @@ class StatCache:
             ).fetchall()
         finally:
             connection.close()
-        return {path: (FileStat(size, mtime, inode), digest) for path, size, mtime, inode, digest in rows}
+        return {row[0]: row[1:] for row in rows}
 
     def forget_under(self, root: Path) -> None:
         """Drop the entries for ``root`` and files below it: a folder that is being deleted."""
@@ -93,19 +98,24 @@ class StatCache:
     def store(self, entries: dict[str, tuple[FileStat, str]], scan_started_ns: int) -> None:
         """Remember digests of files that were stored, skipping racily recent ones."""
         cutoff = scan_started_ns - RACY_WINDOW_NS
-        rows = [
-            (path, stat.size, stat.mtime_ns, stat.inode, digest)
-            for path, (stat, digest) in entries.items()
-            if stat.mtime_ns < cutoff
-        ]
+        rows = [(path, *stat, digest) for path, (stat, digest) in entries.items() if stat.mtime_ns < cutoff]
         if not rows:
             return
         connection = self._connect()
         try:
+            # a lost commit (power cut) only costs a re-hash: no fsync per commit, as WAL allows
+            connection.execute("PRAGMA synchronous=NORMAL")
             with connection:
                 connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
         finally:
             connection.close()
+
+
+def cached_digests(cached: dict[str, tuple[int, int, int, str]], files: list[tuple[str, str, FileStat]]) -> list[str | None]:
+    """Each scanned file's digest per ``cached`` (from ``load_under``); None where it was not recorded
+    with the stat the file has now. ``files`` are (relative path, absolute path, stat), as scanned."""
+    entry_of = cached.get
+    return [entry[3] if (entry := entry_of(path)) is not None and entry[:3] == stat else None for _rel, path, stat in files]
 
 
 #: Entries for a path or the files below it, with the parameters of ``_under``.
