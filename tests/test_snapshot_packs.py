@@ -154,26 +154,39 @@ else:
 """
 
 
-def run_and_kill(store_dir: Path, after_s: float, *args: str) -> bool:
-    """Run a snapshot (or a gc after forgetting every snapshot but one) in a child, SIGKILL it ``after_s`` after it is ready;
-    True if it was killed before it finished."""
+def run_and_kill(store_dir: Path, after_s: float | None, *args: str) -> tuple[bool, float]:
+    """Run a snapshot (or a gc after forgetting every snapshot but one) in a child, SIGKILL it ``after_s`` after it is
+    ready (None: let it finish); (True if it was killed before it finished, seconds from ready to its end)."""
     child = subprocess.Popen([sys.executable, "-c", KILLABLE, str(store_dir), *args], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "ready\n"
-    time.sleep(after_s)
-    child.send_signal(signal.SIGKILL)
-    return child.wait(60) == -signal.SIGKILL
+    ready = time.monotonic()
+    if after_s is not None:
+        time.sleep(after_s)
+        child.send_signal(signal.SIGKILL)
+    killed = child.wait(60) == -signal.SIGKILL
+    return killed, time.monotonic() - ready
+
+
+def tree_of_round(root: Path, round_number: int) -> Path:
+    """400 small files (packed) and 3 large ones (loose), with contents of their own."""
+    files = {f"s/{i:04d}.bin": round_number.to_bytes(2, "little") + os.urandom(30_000) for i in range(400)}
+    files.update({f"l/{i}.bin": os.urandom(PACK_OBJECT_LIMIT + 1) for i in range(3)})
+    return make_tree(root / f"src-{round_number}", files)
 
 
 def test_snapshots_and_gcs_killed_at_random_points_leave_a_store_that_verifies_clean(tmp_path):
-    """SIGKILL at random moments of real snapshots (small files, packs, large files) and of gcs."""
+    """SIGKILL at random moments of real snapshots (small files, packs, large files) and of gcs.
+
+    The moments are drawn within the time an uninterrupted snapshot of such a tree takes here (measured
+    first), so the kills land mid-way however fast this machine is."""
     rng = random.Random(14)
     store_dir = tmp_path / "store"
+    _, whole_s = run_and_kill(tmp_path / "timing-store", None, "snapshot", str(tree_of_round(tmp_path / "timing", 99)))
     killed = 0
     for round_number in range(6):
-        files = {f"s/{i:04d}.bin": round_number.to_bytes(2, "little") + os.urandom(30_000) for i in range(400)}
-        files.update({f"l/{i}.bin": os.urandom(PACK_OBJECT_LIMIT + 1) for i in range(3)})
-        src = make_tree(tmp_path / f"src-{round_number}", files)
-        was_killed = run_and_kill(store_dir, rng.uniform(0.0, 0.3), "snapshot", str(src))
+        src = tree_of_round(tmp_path, round_number)
+        files = read_tree(src)
+        was_killed, _ = run_and_kill(store_dir, rng.uniform(0.0, 0.8 * whole_s), "snapshot", str(src))
         store = SnapshotStore.open(str(store_dir))
         killed += was_killed and str(src) not in {record.source for record in store.records()}  # before its record
         assert store.verify() == []  # a record only for a whole snapshot; every object there intact
