@@ -73,8 +73,6 @@ _BATCH_BYTES = 1024 * 1024
 _BATCH_FILES = 256
 #: Threads creating restored files: each creation mostly waits for the file system, not the CPU.
 _RESTORE_WRITERS = 4
-#: Bytes of small files a restore holds in memory, checked, before writing any file; more are staged on disk.
-_RESTORE_MEMORY_BYTES = 256 * 1024 * 1024
 
 
 class ManifestEntry(NamedTuple):
@@ -272,12 +270,11 @@ class SnapshotStore:
         """
         root = Path(source).expanduser().absolute()
         scan_started = now_ns()
-        with ThreadPoolExecutor(max_workers=2) as pool:  # the caches are read while the tree is walked
-            if self._initialized:  # (a new store holds no object)
-                cached = pool.submit(self._stat_cache.load_under, root)
-                pool.submit(self.packs.refresh)  # a head start: the refresh under the lock then only lists the packs
+        with ThreadPoolExecutor(max_workers=1) as pool:  # the stat cache is read while the tree is walked
+            load = self._stat_cache.load_under if self._initialized else (lambda _root: {})  # a new store holds no object
+            cached = pool.submit(load, root)
             files = scan_tree(root)
-            known = cached_digests(cached.result() if self._initialized else {}, files)  # None: the file must be read
+            known = cached_digests(cached.result(), files)  # None: the file must be read
         if None in known:  # files to read: each must be readable before anything is written
             for (_rel, path, _stat), digest in zip(files, known):
                 if digest is None and not os.access(path, os.R_OK):
@@ -574,13 +571,11 @@ class SnapshotStore:
 
         Refuses entries that would land outside ``dest`` (absolute paths, ``..``, symlinks out),
         and a non-empty ``dest`` unless ``force`` (which overwrites listed files, keeps others).
-        No file is written into ``dest`` unless every object is present and intact. A ``dest`` that
-        does not exist yet is restored into a hidden folder beside it, renamed into place once every
-        object has been fetched, checked and written (see ``_restore_staged``): a failed restore leaves
-        no ``dest``, a killed one only that hidden ``.<name>.*.restoring`` folder. Into an existing folder, packed objects are first fetched (a
-        ranged read per pack) and checked in memory, large ones beside their target; new files are
-        then written in place, existing ones replaced by a rename, so a restore killed while writing
-        there can leave a partial tree.
+        Every file is first written into a hidden ``.<name>.<rand>.restoring`` folder beside ``dest``
+        (see ``_write_staged``); only once all are there and intact does that folder become ``dest``
+        (one rename, when ``dest`` is missing or empty) or do its files replace theirs in ``dest`` (a
+        rename each). So a failed restore writes nothing into ``dest``, and a killed one leaves at most
+        the hidden folder, or, killed while renaming into a filled ``dest``, some files replaced.
         """
         entries = self.manifest(snapshot_id)
         dest_path = Path(dest).expanduser().absolute()
@@ -589,62 +584,48 @@ class SnapshotStore:
         filled = dest_path.is_dir() and any(dest_path.iterdir())
         if filled and not force:
             raise SnapshotError(f"restore target {dest_path} is not empty; use --force to overwrite")
-        new = not os.path.lexists(dest_path)
-        root = f"{dest_path.parent}/.{dest_path.name}.{uuid.uuid4().hex[:12]}.restoring" if new else str(dest_path)
         # plain strings, not pathlib: these run for every file
-        targets = _safe_targets(root, [entry.path for entry in entries], check_links=filled)
+        targets = _safe_targets(str(dest_path), [entry.path for entry in entries], check_links=filled)
         self.packs.refresh()
         unpacked = self.packs.lacking(entry.digest for entry in entries)
-        loose = [(entry, target) for entry, target in zip(entries, targets) if entry.digest in unpacked]
-        missing = self.backend.missing({_object_key(entry.digest) for entry, _target in loose})
+        missing = self.backend.missing({_object_key(entry.digest) for entry in entries if entry.digest in unpacked})
         if missing:
             raise SnapshotError(f"{len(missing)} objects of snapshot {self.resolve(snapshot_id)} are missing; "
                                 "run 'airflow-mlops verify'")
-        if new:
-            dest_path.parent.mkdir(parents=True, exist_ok=True)
-            os.mkdir(root)
-            try:
-                self._restore_staged(entries, targets, unpacked, loose)
+        real = os.path.realpath(dest_path)  # staged beside the real folder, so every rename stays on its file system
+        stage = f"{os.path.dirname(real)}/.{os.path.basename(real)}.{uuid.uuid4().hex[:12]}.restoring"
+        staged = [f"{stage}/{entry.path}" for entry in entries]  # the paths _safe_targets accepted
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        os.mkdir(stage)
+        try:
+            self._write_staged(entries, staged, unpacked)
+            if not filled and not os.path.islink(dest_path):
                 try:
-                    os.rename(root, dest_path)
+                    os.rename(stage, dest_path)  # onto nothing, or onto an empty folder
                 except OSError as error:  # someone else filled dest_path meanwhile
                     raise SnapshotError(f"restore target {dest_path} cannot be put in place: {error.strerror}") from None
-            except BaseException:
-                shutil.rmtree(root, ignore_errors=True)
-                raise
-            return entries
-        for directory in sorted({target.rpartition("/")[0] for target in targets}):
-            os.makedirs(directory, exist_ok=True)
-        staged: list[tuple[Path, str]] = []
-        try:  # every object fetched and checked (in memory, or staged beside its target) first, then written
-            packed = [(entry, target) for entry, target in zip(entries, targets) if entry.digest not in unpacked]
-            held = self._fetch_packed(packed, staged)
-            for entry, target in loose:
-                staged.append((self._fetch_loose(entry, target), target))
-            writes = [(target, held[entry.digest]) for entry, target in packed if entry.digest in held]
-            batches = [writes[start : start + _BATCH_FILES] for start in range(0, len(writes), _BATCH_FILES)]
-            with ThreadPoolExecutor(max_workers=_RESTORE_WRITERS) as pool:  # file creation waits on the journal
-                list(pool.map(lambda batch: [_write_file(*write) for write in batch], batches))
-            for temp, target in staged:
-                os.replace(temp, target)
+            else:
+                _make_folders(targets)
+                for source, target in zip(staged, targets):
+                    os.replace(source, target)
         finally:
-            for temp, _target in staged:
-                temp.unlink(missing_ok=True)
+            shutil.rmtree(stage, ignore_errors=True)
         return entries
 
-    def _restore_staged(
-        self, entries: list[ManifestEntry], targets: list[str], unpacked: set[str], loose: list[tuple[ManifestEntry, str]]
-    ) -> None:
-        """Write every file under a new folder that no one uses yet, so nothing needs holding back:
-        each writer thread checks the objects of a pack and writes their files as soon as it has read
-        it, while the others do the same (reading, hashing and file creation overlap). Loose objects
-        are copied in place, then checked. Raises on the first missing or damaged object."""
-        for directory in sorted({target.rpartition("/")[0] for target in targets}):
-            os.makedirs(directory, exist_ok=True)
+    def _write_staged(self, entries: list[ManifestEntry], staged: list[str], unpacked: set[str]) -> None:
+        """Write every file at its ``staged`` path, in a folder no one uses yet, so nothing needs holding
+        back: each writer thread checks the objects of a pack and writes their files as soon as it has
+        read it, while the others do the same (reading, hashing and file creation overlap). Loose
+        objects are copied beside their file, checked, then renamed. Raises on the first missing or
+        damaged object."""
+        _make_folders(staged)
         paths: dict[str, str] = {}  # a file per object, to name in errors
         targets_of: dict[str, list[str]] = {}
-        for entry, target in zip(entries, targets):
-            if entry.digest not in unpacked:
+        loose = []
+        for entry, target in zip(entries, staged):
+            if entry.digest in unpacked:
+                loose.append((entry, target))
+            else:
                 paths[entry.digest] = entry.path
                 targets_of.setdefault(entry.digest, []).append(target)
 
@@ -659,31 +640,6 @@ class SnapshotStore:
             writes += [pool.submit(lambda pair: os.replace(self._fetch_loose(*pair), pair[1]), pair) for pair in loose]
             for write in writes:
                 write.result()
-
-    def _fetch_packed(self, targets: list[tuple[ManifestEntry, str]], staged: list[tuple[Path, str]]) -> dict[str, bytes]:
-        """Fetch and check packed objects: held in memory (by digest) up to a budget, then staged beside
-        their targets (appended to ``staged``). A damaged or missing one is an error."""
-        paths = {entry.digest: entry.path for entry, _target in targets}  # a file per object, to name in errors
-        spill: dict[str, list[str]] = {}  # targets by digest, needed only past the memory budget
-        if sum(entry.size for entry, _target in targets) > _RESTORE_MEMORY_BYTES:
-            for entry, target in targets:
-                spill.setdefault(entry.digest, []).append(target)
-        held: dict[str, bytes] = {}
-        held_bytes = 0
-        groups = by_pack(self.packs.locate(paths))
-        with ThreadPoolExecutor(max_workers=self.backend.parallelism) as pool:
-            for objects in pool.map(lambda item: read_packed(self.backend, *item), groups.items()):
-                for digest, data in objects:
-                    _check_packed(digest, data, paths[digest])
-                    if held_bytes + len(data) <= _RESTORE_MEMORY_BYTES:
-                        held[digest] = data
-                        held_bytes += len(data)
-                        continue
-                    for target in spill[digest]:
-                        temp = temp_file_beside(target)
-                        staged.append((temp, target))
-                        temp.write_bytes(data)
-        return held
 
     def _fetch_loose(self, entry: ManifestEntry, target: str) -> Path:
         """A loose object copied beside its target and checked; returns the temp file."""
@@ -787,18 +743,10 @@ def _read_whole(path: str, size: int) -> tuple[bytes, FileStat]:
         os.close(handle)
 
 
-def _write_file(target: str, data: bytes) -> None:
-    """Write a restored file: in place when it is new (as ``cp`` does), beside it and renamed over when
-    it exists, so a file that is replaced is never seen half written."""
-    try:
-        write_new_file(target, data, 0o666)
-    except FileExistsError:
-        temp = temp_file_beside(target)
-        try:
-            temp.write_bytes(data)
-            os.replace(temp, target)
-        finally:
-            temp.unlink(missing_ok=True)
+def _make_folders(files: list[str]) -> None:
+    """Create the folders the ``files`` (absolute paths) go into, each once."""
+    for folder in sorted({file.rpartition("/")[0] for file in files}):
+        os.makedirs(folder, exist_ok=True)
 
 
 def _safe_targets(dest: str, rel_paths: list[str], *, check_links: bool) -> list[str]:
