@@ -18,7 +18,7 @@ from airflow_mlops.snapshots import SnapshotStore, parse_snapshot_ref
 from airflow_mlops.snapshots import restored as restored_module
 from airflow_mlops.snapshots import store as store_module
 from airflow_mlops.snapshots.hashing import digest_bytes
-from airflow_mlops.snapshots.packs import decode_index
+from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT, decode_index
 from airflow_mlops.snapshots.store import ManifestEntry, encode_manifest
 
 
@@ -169,6 +169,71 @@ def test_a_cached_file_whose_object_is_gone_is_stored_again(tmp_path):
     pack, offset, length = packed_at(store_dir, digest)
     assert pack.read_bytes()[offset : offset + length] == TREE["a.csv"]
     assert store.verify(again.snapshot_id) == []
+
+
+def spy_on_file_by_file_matching(monkeypatch) -> list[str]:
+    """The roots whose files the store matches one by one against the stat cache (not as a remembered tree)."""
+    matched: list[str] = []
+    real = SnapshotStore._known_digests
+
+    def recording(self, root, files):
+        matched.append(str(root))
+        return real(self, root, files)
+
+    monkeypatch.setattr(SnapshotStore, "_known_digests", recording)
+    return matched
+
+
+def test_an_unchanged_tree_is_recognised_whole_until_a_file_changes_or_its_objects_go(tmp_path, monkeypatch):
+    """A tree whose files all keep their paths and stats gets its remembered snapshot without a per-file match;
+    a file touched, or the objects deleted by gc, sends it back to the per-file path, which stores them again."""
+    store_dir = tmp_path / "store"
+    tree = {**{f"rows/{i}.csv": f"{i},{i * i}\n".encode() for i in range(20)}, "big.bin": os.urandom(PACK_OBJECT_LIMIT + 1)}
+    src = make_tree(tmp_path / "src", tree)  # packed objects and a loose one
+    old = 1_600_000_000_000_000_000
+    for path in src.rglob("*.*"):
+        os.utime(path, ns=(old, old))
+    matched = spy_on_file_by_file_matching(monkeypatch)
+    store = SnapshotStore.open(str(store_dir))
+    first = store.snapshot(src)
+    assert len(matched) == 1
+
+    again = SnapshotStore.open(str(store_dir)).snapshot(src)
+    assert len(matched) == 1, "an unchanged tree was matched file by file"
+    assert (again.snapshot_id, again.files, again.bytes) == (first.snapshot_id, first.files, first.bytes)
+    assert len(store.records(first.snapshot_id)) == 2
+
+    store.forget([first.snapshot_id], reason="test")
+    store.snapshot(src)
+    assert len(matched) == 1 and store.forgotten() == {}  # taken again: wanted again, as on the per-file path
+
+    hashed = spy_on_hashing(monkeypatch)
+    os.utime(src / "rows" / "3.csv", ns=(old + 10**9, old + 10**9))  # same bytes, new mtime
+    touched = store.snapshot(src)
+    assert len(matched) == 2 and hashed == ["3.csv"] and touched.snapshot_id == first.snapshot_id
+
+    store.forget([first.snapshot_id], reason="test")
+    report = store.gc(grace_seconds=0)
+    assert report.deleted_snapshots == [first.snapshot_id] and report.deleted_packs >= 1
+    assert not store.backend.exists(store_module._object_key(digest_bytes(tree["big.bin"])))
+    hashed.clear()
+    back = store.snapshot(src)  # remembered, but its packs and loose object are gone
+    assert len(matched) == 3 and sorted(hashed) == sorted(Path(rel).name for rel in tree)
+    assert back.snapshot_id == first.snapshot_id and store.verify() == []
+    store.restore(back.snapshot_id, tmp_path / "out")
+    assert read_tree(tmp_path / "out") == tree
+
+
+def test_a_tree_with_a_racily_recent_file_is_not_remembered_whole(tmp_path, monkeypatch):
+    """A file written within the file system's timestamp granularity could change unseen: such a tree is matched file by file."""
+    src = make_tree(tmp_path / "src", {"a.csv": b"1\n", "b.csv": b"2\n"})
+    old = 1_600_000_000_000_000_000
+    os.utime(src / "a.csv", ns=(old, old))  # b.csv was written just now
+    matched = spy_on_file_by_file_matching(monkeypatch)
+    store = SnapshotStore.open(str(tmp_path / "store"))
+    store.snapshot(src)
+    store.snapshot(src)
+    assert len(matched) == 2
 
 
 def test_a_large_file_rewritten_after_hashing_is_not_stored_under_the_old_digest(tmp_path, monkeypatch):

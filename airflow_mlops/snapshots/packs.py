@@ -118,9 +118,19 @@ class PackIndex:
             for digest, offset, length in rows:
                 yield digest, Location(pack, offset, length)
 
+    def holding(self, digests: Iterable[str]) -> tuple[list[str], list[str]]:
+        """The packs that hold ``digests``, and those of ``digests`` no pack holds (both sorted)."""
+        wanted = set(digests)
+        unpacked = wanted.difference(self._where)
+        return sorted({self._where[digest][0] for digest in wanted - unpacked}), sorted(unpacked)
+
+    def listed(self) -> set[str]:
+        """The packs in the store now (those with an index), from one listing."""
+        return {key[len(PACKS_PREFIX) : -len(".idx")] for key in self.backend.list_keys(PACKS_PREFIX) if key.endswith(".idx")}
+
     def refresh(self) -> None:
         """Re-list the packs: load new indexes, drop those of deleted packs."""
-        listed = {key[len(PACKS_PREFIX) : -len(".idx")] for key in self.backend.list_keys(PACKS_PREFIX) if key.endswith(".idx")}
+        listed = self.listed()
         if listed == self.packs.keys():
             return
         self._drop_cached(listed)

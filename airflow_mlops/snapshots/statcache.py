@@ -6,15 +6,25 @@ AIRFLOW_HOME for S3), plus one per folder of restored snapshots, safe for concur
 Entries are written only after their objects are stored, and never for files modified so recently
 that a same-size rewrite within the file system's timestamp granularity could go unseen (git's
 "racy clean" problem).
+
+It also remembers, per snapshotted tree, a digest of every file's relative path and stat with the
+snapshot that tree gave and where that snapshot's objects are (as DVC remembers a directory's
+hash), so a re-snapshot of an unchanged tree checks a few packs instead of every file's entry.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
+from array import array
+from collections.abc import Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import NamedTuple
+
+from airflow_mlops.snapshots.hashing import digest_bytes
 
 #: Files whose mtime is this close to the scan start are not cached (coarse kernel clock ticks).
 RACY_WINDOW_NS = 50_000_000
@@ -37,6 +47,30 @@ class FileStat(NamedTuple):
         return cls(result.st_size, result.st_mtime_ns, result.st_ino)
 
 
+class TreeStat(NamedTuple):
+    """A scanned tree's identity (a digest of every file's relative path and stat), bytes and newest mtime."""
+
+    digest: str
+    size: int
+    newest_mtime_ns: int
+
+    @classmethod
+    def of(cls, files: Sequence[tuple[str, str, FileStat]]) -> TreeStat:
+        """From ``scan_tree``'s (relative path, absolute path, stat) list: C-level passes, no loop per file."""
+        sizes, mtimes, inodes = zip(*map(itemgetter(2), files))
+        names = "\0".join(map(itemgetter(0), files)).encode("utf-8", "surrogateescape")  # no name holds a NUL
+        numbers = [array("q", sizes).tobytes(), array("q", mtimes).tobytes(), array("Q", inodes).tobytes()]
+        return cls(digest_bytes(b"\0".join([names, *numbers])), sum(sizes), max(mtimes))
+
+
+class StoredTree(NamedTuple):
+    """A snapshot and where its objects are: the packs holding its small objects, and its other (loose) objects."""
+
+    snapshot_id: str
+    packs: list[str]
+    loose: list[str]
+
+
 class StatCache:
     """Digests of files by (path, size, mtime_ns, inode)."""
 
@@ -52,6 +86,7 @@ class StatCache:
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=_LOCK_TIMEOUT_S)
+        connection.execute("PRAGMA synchronous=NORMAL")  # a commit lost in a power cut costs a re-hash: no fsync each
         deadline = time.monotonic() + _LOCK_TIMEOUT_S
         while True:
             try:
@@ -60,6 +95,10 @@ class StatCache:
                 connection.execute(
                     "CREATE TABLE IF NOT EXISTS entries (path TEXT PRIMARY KEY, size INTEGER NOT NULL,"
                     " mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL, digest TEXT NOT NULL)"
+                )
+                connection.execute(
+                    "CREATE TABLE IF NOT EXISTS trees (path TEXT PRIMARY KEY, tree_digest TEXT NOT NULL,"
+                    " snapshot_id TEXT NOT NULL, packs TEXT NOT NULL, loose TEXT NOT NULL)"
                 )
                 return connection
             except sqlite3.OperationalError as error:
@@ -85,13 +124,41 @@ class StatCache:
         return {row[0]: row[1:] for row in rows}
 
     def forget_under(self, root: Path) -> None:
-        """Drop the entries for ``root`` and files below it: a folder that is being deleted."""
+        """Drop the entries and trees for ``root`` and files below it: a folder that is being deleted."""
         if not self.path.exists():
             return
         connection = self._connect()
         try:
             with connection:
                 connection.execute(f"DELETE FROM entries WHERE {_UNDER}", _under(root))
+                connection.execute(f"DELETE FROM trees WHERE {_UNDER}", _under(root))
+        finally:
+            connection.close()
+
+    def stored_tree(self, root: Path, tree: TreeStat) -> StoredTree | None:
+        """What ``remember_tree`` recorded for ``root`` when its files had the paths and stats they have now."""
+        if not self.path.exists():
+            return None
+        connection = self._connect()
+        try:
+            row = connection.execute(
+                "SELECT snapshot_id, packs, loose FROM trees WHERE path = ? AND tree_digest = ?", (str(root), tree.digest)
+            ).fetchone()
+        finally:
+            connection.close()
+        return StoredTree(row[0], json.loads(row[1]), json.loads(row[2])) if row else None
+
+    def remember_tree(self, root: Path, tree: TreeStat, stored: StoredTree, scan_started_ns: int) -> None:
+        """Remember the snapshot of the tree at ``root`` unless one of its files is racily recent."""
+        if tree.newest_mtime_ns >= scan_started_ns - RACY_WINDOW_NS:
+            return
+        connection = self._connect()
+        try:
+            with connection:
+                connection.execute(
+                    "INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?)",
+                    (str(root), tree.digest, stored.snapshot_id, json.dumps(stored.packs), json.dumps(stored.loose)),
+                )
         finally:
             connection.close()
 
@@ -103,8 +170,6 @@ class StatCache:
             return
         connection = self._connect()
         try:
-            # a lost commit (power cut) only costs a re-hash: no fsync per commit, as WAL allows
-            connection.execute("PRAGMA synchronous=NORMAL")
             with connection:
                 connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
         finally:

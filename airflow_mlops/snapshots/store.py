@@ -56,7 +56,7 @@ from airflow_mlops.snapshots.locks import SHARED, store_lock
 from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT, PackIndex, PackWriter, by_pack, read_packed
 from airflow_mlops.snapshots.restored import RESTORED_MIN_IDLE_S, materialize
 from airflow_mlops.snapshots.scan import scan_tree
-from airflow_mlops.snapshots.statcache import FileStat, StatCache, cached_digests, now_ns
+from airflow_mlops.snapshots.statcache import FileStat, StatCache, StoredTree, TreeStat, cached_digests, now_ns
 
 MARKER_KEY = "airflow-mlops-store.json"
 INDEX_MARKER_KEY = "index/complete.json"
@@ -265,44 +265,55 @@ class SnapshotStore:
         folder's files out of the stat cache, where they would never be looked up again.
 
         Unchanged files (per the stat cache, and whose object the store still has) are not
-        re-hashed; objects already stored are not re-written. All input is checked before anything
-        is written.
+        re-hashed; objects already stored are not re-written. A tree whose files all have the paths
+        and stats they had at its last snapshot here is not matched file by file: the stat cache
+        remembers that snapshot and where its objects are, and only those packs and objects are
+        looked up. All input is checked before anything is written.
         """
         root = Path(source).expanduser().absolute()
         scan_started = now_ns()
-        with ThreadPoolExecutor(max_workers=1) as pool:  # the stat cache is read while the tree is walked
-            load = self._stat_cache.load_under if self._initialized else (lambda _root: {})  # a new store holds no object
-            cached = pool.submit(load, root)
-            files = scan_tree(root)
-            known = cached_digests(cached.result(), files)  # None: the file must be read
-        if None in known:  # files to read: each must be readable before anything is written
-            for (_rel, path, _stat), digest in zip(files, known):
-                if digest is None and not os.access(path, os.R_OK):
-                    raise SnapshotError(f"cannot read {path}: permission denied")
+        files = scan_tree(root)
+        tree = TreeStat.of(files)
+        remembered = self._stat_cache.stored_tree(root, tree) if self._initialized and cache_stats else None
+        known = None if remembered else self._known_digests(root, files)
         new_store = not self._initialized
         self._prepare_for_writing()
         with store_lock(self.backend, SHARED):  # from the first look at what the store has to the record
-            record, misses, stored = self._snapshot_locked(root, files, known, source_label, airflow, parents, extra)
+            if remembered and not self._holds(remembered):  # gc, or a hand, deleted some of it
+                remembered, known = None, self._known_digests(root, files)
+            stored_tree, misses, stored = (remembered, [], {}) if remembered else self._store_tree(files, known)
+            record = self._write_record(stored_tree.snapshot_id, len(files), tree.size, source_label or str(root),
+                                        airflow, parents, extra)
         if new_store:  # its first record: a store made by this code indexes every record as it is written
             self._mark_indexed()
         if cache_stats:
             self._stat_cache.store({path: (stat, stored[path]) for path, stat in misses}, scan_started)
+            if not remembered:
+                self._stat_cache.remember_tree(root, tree, stored_tree, scan_started)
         return record
 
-    def _snapshot_locked(
-        self,
-        root: Path,
-        files: list[tuple[str, str, FileStat]],
-        known: list[str | None],
-        source_label: str | None,
-        airflow: Mapping[str, Any] | None,
-        parents: Iterable[str],
-        extra: Mapping[str, Any] | None,
-    ) -> tuple[SnapshotRecord, list[tuple[str, FileStat]], dict[str, str]]:
-        """The part of ``snapshot`` that runs under its shared lock: store the misses, then manifest and record.
+    def _known_digests(self, root: Path, files: list[tuple[str, str, FileStat]]) -> list[str | None]:
+        """Each scanned file's digest per the stat cache (None: it must be read), once every file to read is readable."""
+        known = cached_digests(self._stat_cache.load_under(root) if self._initialized else {}, files)  # a new store holds no object
+        if None in known:
+            for (_rel, path, _stat), digest in zip(files, known):
+                if digest is None and not os.access(path, os.R_OK):
+                    raise SnapshotError(f"cannot read {path}: permission denied")
+        return known
 
-        ``known`` holds each file's digest per the stat cache (None: not cached). Returns the record,
-        the files read (misses, and hits whose object is gone) and their digests by path.
+    def _holds(self, tree: StoredTree) -> bool:
+        """Whether the store still has a remembered tree's manifest, packs and loose objects."""
+        keys = [_object_key(tree.snapshot_id), *map(_object_key, tree.loose)]
+        return set(tree.packs) <= self.packs.listed() and not self.backend.missing(keys)
+
+    def _store_tree(
+        self, files: list[tuple[str, str, FileStat]], known: list[str | None]
+    ) -> tuple[StoredTree, list[tuple[str, FileStat]], dict[str, str]]:
+        """Store the files the store lacks, then the manifest (under ``snapshot``'s shared lock).
+
+        ``known`` holds each file's digest per the stat cache (None: not cached). Returns the snapshot
+        with where its objects are, the files read (misses, and hits whose object is gone) and their
+        digests by path.
         """
         self.packs.refresh()
         gone = self._absent(files, known)
@@ -313,20 +324,31 @@ class SnapshotStore:
             digests = [digest or stored[path] for (_rel, path, _stat), digest in zip(files, digests)]
 
         # plain (path, size, digest) tuples, as a ManifestEntry is: one per file, and only encoded
-        entries = [(rel, stat.size, digest) for (rel, _path, stat), digest in zip(files, digests)]
-        manifest = encode_manifest(entries)
+        manifest = encode_manifest([(rel, stat.size, digest) for (rel, _path, stat), digest in zip(files, digests)])
         snapshot_id = digest_bytes(manifest)
         manifest_key = _object_key(snapshot_id)
         if not self.backend.exists(manifest_key):
             self.backend.put_bytes(manifest_key, manifest)
+        return StoredTree(snapshot_id, *self.packs.holding(digests)), misses, stored
 
+    def _write_record(
+        self,
+        snapshot_id: str,
+        files: int,
+        size: int,
+        source: str,
+        airflow: Mapping[str, Any] | None,
+        parents: Iterable[str],
+        extra: Mapping[str, Any] | None,
+    ) -> SnapshotRecord:
+        """Write a record of ``snapshot_id`` (whose manifest and objects are stored) and its lineage index keys."""
         record = SnapshotRecord(
             snapshot_id=snapshot_id,
             store=self.uri,
             created=datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-            files=len(files),
-            bytes=sum([size for _rel, size, _digest in entries]),
-            source=source_label or str(root),
+            files=files,
+            bytes=size,
+            source=source,
             host=socket.gethostname(),
             airflow=dict(airflow or {}),
             parents=list(parents),
@@ -336,7 +358,7 @@ class SnapshotStore:
         record_key = f"records/{snapshot_id}/{now_ns():020d}-{uuid.uuid4().hex[:8]}.json"
         self.backend.put_bytes(record_key, _encode(asdict(record)))
         self.backend.delete([FORGOTTEN_PREFIX + snapshot_id])  # taken again: wanted again (see gc)
-        return record, misses, stored
+        return record
 
     def _absent(self, files: list[tuple[str, str, FileStat]], known: list[str | None]) -> set[str]:
         """The digests among ``known`` (those of ``files``, None where unknown) whose object the store lacks.
