@@ -10,8 +10,9 @@ hand-written boto3 script (hash and PUT each file on 16 threads; GET each file t
 verify), with the requests each side sends counted through botocore's event hooks (target: at
 least 10x fewer requests than files for a small-file snapshot).
 
-Both sides read from the page cache and dirty data is synced before every timed step. Times are
-the median of ``--rounds``; the store side runs in this process (no interpreter start-up).
+Both sides read from the page cache and dirty data is synced before every timed step. The two
+sides of a step run in turns, round by round, and times are the median of ``--rounds``; the store
+side runs in this process (no interpreter start-up).
 
     python benchmarks/snapshot_bench.py [--trees small8k,small1k,large] [--s3-trees small8k] [--rounds 1]
 """
@@ -65,6 +66,20 @@ def timed(action: Callable[[], object], rounds: int, reset: Callable[[], object]
     return statistics.median(times)
 
 
+def side_by_side(ours: Callable[[], object], baseline: Callable[[], object], rounds: int,
+                 reset_ours: Callable[[], object] = lambda: None,
+                 reset_baseline: Callable[[], object] = lambda: None) -> tuple[float, float]:
+    """Median seconds of ``ours`` and of ``baseline``, run in turns (which goes first swaps each round), so
+    both meet the disk in the same state: its speed here drifts several-fold between minutes."""
+    ours_times: list[float] = []
+    baseline_times: list[float] = []
+    for round_number in range(rounds):
+        turns = [(baseline, reset_baseline, baseline_times), (ours, reset_ours, ours_times)]
+        for action, reset, times in turns if round_number % 2 == 0 else turns[::-1]:
+            times.append(timed(action, 1, reset))
+    return statistics.median(ours_times), statistics.median(baseline_times)
+
+
 def sh(command: str) -> None:
     subprocess.run(command, shell=True, check=True)
 
@@ -80,28 +95,31 @@ def bench_local(label: str, tree: Path, work: Path, rounds: int) -> None:
     def fresh_store() -> None:
         shutil.rmtree(store_dir, ignore_errors=True)
 
-    base = timed(lambda: sh(f"find {tree} -type f -print0 | xargs -0 sha256sum > /dev/null && cp -r {tree} {copy}"),
-                 rounds, lambda: shutil.rmtree(copy, ignore_errors=True))
     holder: dict[str, str] = {}
-    cold = timed(lambda: holder.update(id=SnapshotStore.open(str(store_dir)).snapshot(tree).snapshot_id), rounds, fresh_store)
+    cold, base = side_by_side(
+        lambda: holder.update(id=SnapshotStore.open(str(store_dir)).snapshot(tree).snapshot_id),
+        lambda: sh(f"find {tree} -type f -print0 | xargs -0 sha256sum > /dev/null && cp -r {tree} {copy}"),
+        rounds, fresh_store, lambda: shutil.rmtree(copy, ignore_errors=True))
     row(label, "cold snapshot", cold, base, "sha256sum + cp -r", "<= 1.0" if small else "")
 
-    walk = timed(lambda: sh(f"find {tree} -printf '%s %T@\\n' > /dev/null"), rounds)
-    noop = timed(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree), rounds)
+    def walk_tree() -> None:
+        sh(f"find {tree} -printf '%s %T@\\n' > /dev/null")
+
+    noop, walk = side_by_side(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree), walk_tree, rounds)
     row(label, "no-op re-snapshot", noop, walk, "find -printf stat walk", "<= 3.0" if label == "small1k" else "")
     touched = next(tree.rglob("*.bin"))
     touch = iter(range(1, rounds + 1))  # a new mtime each round, same bytes: matched file by file, one file re-hashed
-    one_changed = timed(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree), rounds,
-                        lambda: os.utime(touched, ns=(touched.stat().st_mtime_ns + next(touch),) * 2))
+    one_changed, walk = side_by_side(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree), walk_tree, rounds,
+                                     lambda: os.utime(touched, ns=(touched.stat().st_mtime_ns + next(touch),) * 2))
     row(label, "re-snapshot, one file touched", one_changed, walk, "find -printf stat walk")
 
-    cp = timed(lambda: sh(f"cp -r {tree} {copy}"), rounds, lambda: shutil.rmtree(copy, ignore_errors=True))
-    restore = timed(lambda: SnapshotStore.open(str(store_dir)).restore(holder["id"], out), rounds,
-                    lambda: shutil.rmtree(out, ignore_errors=True))
+    restore, cp = side_by_side(lambda: SnapshotStore.open(str(store_dir)).restore(holder["id"], out),
+                               lambda: sh(f"cp -r {tree} {copy}"), rounds,
+                               lambda: shutil.rmtree(out, ignore_errors=True), lambda: shutil.rmtree(copy, ignore_errors=True))
     row(label, "restore", restore, cp, "cp -r", "<= 1.0" if small else "")
 
-    sha = timed(lambda: sh(f"find {copy} -type f -print0 | xargs -0 sha256sum > /dev/null"), rounds)
-    verify = timed(lambda: SnapshotStore.open(str(store_dir)).verify(holder["id"]), rounds)
+    verify, sha = side_by_side(lambda: SnapshotStore.open(str(store_dir)).verify(holder["id"]),
+                               lambda: sh(f"find {copy} -type f -print0 | xargs -0 sha256sum > /dev/null"), rounds)
     row(label, "verify", verify, sha, "sha256sum of the files")
 
     if shutil.which("dvc"):
@@ -169,26 +187,27 @@ def bench_s3(label: str, tree: Path, work: Path, endpoint: str, rounds: int) -> 
     out = work / "out-s3"
     uri, holder = f"s3://{bucket}/store", {}
     base_requests = counter.during(lambda: each(upload))
-    base = timed(lambda: each(upload), rounds)
     ours_requests = counter.during(lambda: holder.update(id=SnapshotStore.open(uri, client).snapshot(tree).snapshot_id))
-    cold = timed(lambda: SnapshotStore.open(f"{uri}-{time.time_ns()}", client).snapshot(tree), rounds)
+    cold, base = side_by_side(lambda: SnapshotStore.open(f"{uri}-{time.time_ns()}", client).snapshot(tree),
+                              lambda: each(upload), rounds)
     row(f"{label} S3", "cold snapshot", cold, base, "sha256 + PUT each file",
         "requests >= 10x fewer than files", f"{ours_requests} vs {base_requests} for {len(files)} files")
 
     noop_requests = counter.during(lambda: SnapshotStore.open(uri, client).snapshot(tree))
-    noop = timed(lambda: SnapshotStore.open(uri, client).snapshot(tree), rounds)
-    walk = timed(lambda: sh(f"find {tree} -printf '%s %T@\\n' > /dev/null"), rounds)
+    noop, walk = side_by_side(lambda: SnapshotStore.open(uri, client).snapshot(tree),
+                              lambda: sh(f"find {tree} -printf '%s %T@\\n' > /dev/null"), rounds)
     row(f"{label} S3", "no-op re-snapshot", noop, walk, "find -printf stat walk", "", f"{noop_requests}")
 
-    get = timed(lambda: each(download, out), rounds, lambda: shutil.rmtree(out, ignore_errors=True))
-    shutil.rmtree(out, ignore_errors=True)
     restore_requests = counter.during(lambda: SnapshotStore.open(uri, client).restore(holder["id"], out))
-    restore = timed(lambda: SnapshotStore.open(uri, client).restore(holder["id"], out), rounds,
-                    lambda: shutil.rmtree(out, ignore_errors=True))
+    def clear_out() -> None:
+        shutil.rmtree(out, ignore_errors=True)
+
+    restore, get = side_by_side(lambda: SnapshotStore.open(uri, client).restore(holder["id"], out),
+                                lambda: each(download, out), rounds, clear_out, clear_out)
     row(f"{label} S3", "restore", restore, get, "GET each file + sha256", "", f"{restore_requests} vs {len(files)}")
 
-    check = timed(lambda: each(download, None), rounds)
-    verify = timed(lambda: SnapshotStore.open(uri, client).verify(holder["id"]), rounds)
+    verify, check = side_by_side(lambda: SnapshotStore.open(uri, client).verify(holder["id"]),
+                                 lambda: each(download, None), rounds)
     row(f"{label} S3", "verify", verify, check, "GET each file + sha256")
     shutil.rmtree(out, ignore_errors=True)
 
