@@ -54,16 +54,13 @@ def build_tree(root: Path, files: int, file_size: int) -> Path:
     return root
 
 
-def timed(action: Callable[[], object], rounds: int, reset: Callable[[], object] = lambda: None) -> float:
-    """Median seconds of ``action`` over ``rounds``, ``reset`` (untimed) before each."""
-    times = []
-    for _ in range(rounds):
-        reset()
-        os.sync()
-        started = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+def timed(action: Callable[[], object], reset: Callable[[], object] = lambda: None) -> float:
+    """Seconds of one run of ``action``, after ``reset`` (untimed) and a sync of dirty data."""
+    reset()
+    os.sync()
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
 
 
 def side_by_side(ours: Callable[[], object], baseline: Callable[[], object], rounds: int,
@@ -76,12 +73,17 @@ def side_by_side(ours: Callable[[], object], baseline: Callable[[], object], rou
     for round_number in range(rounds):
         turns = [(baseline, reset_baseline, baseline_times), (ours, reset_ours, ours_times)]
         for action, reset, times in turns if round_number % 2 == 0 else turns[::-1]:
-            times.append(timed(action, 1, reset))
+            times.append(timed(action, reset))
     return statistics.median(ours_times), statistics.median(baseline_times)
 
 
 def sh(command: str) -> None:
     subprocess.run(command, shell=True, check=True)
+
+
+def stat_walk(tree: Path) -> None:
+    """The no-op baseline: a bare stat walk of the tree in C."""
+    sh(f"find {tree} -printf '%s %T@\\n' > /dev/null")
 
 
 def row(tree: str, step: str, ours: float, baseline: float, baseline_name: str, target: str = "", requests: str = "") -> None:
@@ -102,14 +104,14 @@ def bench_local(label: str, tree: Path, work: Path, rounds: int) -> None:
         rounds, fresh_store, lambda: shutil.rmtree(copy, ignore_errors=True))
     row(label, "cold snapshot", cold, base, "sha256sum + cp -r", "<= 1.0" if small else "")
 
-    def walk_tree() -> None:
-        sh(f"find {tree} -printf '%s %T@\\n' > /dev/null")
+    def snapshot_again() -> None:
+        SnapshotStore.open(str(store_dir)).snapshot(tree)
 
-    noop, walk = side_by_side(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree), walk_tree, rounds)
+    noop, walk = side_by_side(snapshot_again, lambda: stat_walk(tree), rounds)
     row(label, "no-op re-snapshot", noop, walk, "find -printf stat walk", "<= 3.0" if label == "small1k" else "")
     touched = next(tree.rglob("*.bin"))
     touch = iter(range(1, rounds + 1))  # a new mtime each round, same bytes: matched file by file, one file re-hashed
-    one_changed, walk = side_by_side(lambda: SnapshotStore.open(str(store_dir)).snapshot(tree), walk_tree, rounds,
+    one_changed, walk = side_by_side(snapshot_again, lambda: stat_walk(tree), rounds,
                                      lambda: os.utime(touched, ns=(touched.stat().st_mtime_ns + next(touch),) * 2))
     row(label, "re-snapshot, one file touched", one_changed, walk, "find -printf stat walk")
 
@@ -123,7 +125,7 @@ def bench_local(label: str, tree: Path, work: Path, rounds: int) -> None:
     row(label, "verify", verify, sha, "sha256sum of the files")
 
     if shutil.which("dvc"):
-        dvc = timed(lambda: dvc_add(tree, work), 1)
+        dvc = timed(lambda: dvc_add(tree, work))
         row(label, "cold snapshot", cold, dvc, "dvc add")
     for path in (store_dir, copy, out):
         shutil.rmtree(path, ignore_errors=True)
@@ -195,7 +197,7 @@ def bench_s3(label: str, tree: Path, work: Path, endpoint: str, rounds: int) -> 
 
     noop_requests = counter.during(lambda: SnapshotStore.open(uri, client).snapshot(tree))
     noop, walk = side_by_side(lambda: SnapshotStore.open(uri, client).snapshot(tree),
-                              lambda: sh(f"find {tree} -printf '%s %T@\\n' > /dev/null"), rounds)
+                              lambda: stat_walk(tree), rounds)
     row(f"{label} S3", "no-op re-snapshot", noop, walk, "find -printf stat walk", "", f"{noop_requests}")
 
     restore_requests = counter.during(lambda: SnapshotStore.open(uri, client).restore(holder["id"], out))

@@ -121,7 +121,7 @@ class PackIndex:
     def holding(self, digests: Iterable[str]) -> tuple[list[str], list[str]]:
         """The packs that hold ``digests``, and those of ``digests`` no pack holds (both sorted)."""
         wanted = set(digests)
-        unpacked = wanted.difference(self._where)
+        unpacked = self.lacking(wanted)
         return sorted({self._where[digest][0] for digest in wanted - unpacked}), sorted(unpacked)
 
     def listed(self) -> set[str]:

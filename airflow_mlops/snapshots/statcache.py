@@ -136,7 +136,7 @@ class StatCache:
             connection.close()
 
     def stored_tree(self, root: Path, tree: TreeStat) -> StoredTree | None:
-        """What ``remember_tree`` recorded for ``root`` when its files had the paths and stats they have now."""
+        """What ``store`` recorded for the tree at ``root`` when its files had the paths and stats they have now."""
         if not self.path.exists():
             return None
         connection = self._connect()
@@ -148,30 +148,29 @@ class StatCache:
             connection.close()
         return StoredTree(row[0], json.loads(row[1]), json.loads(row[2])) if row else None
 
-    def remember_tree(self, root: Path, tree: TreeStat, stored: StoredTree, scan_started_ns: int) -> None:
-        """Remember the snapshot of the tree at ``root`` unless one of its files is racily recent."""
-        if tree.newest_mtime_ns >= scan_started_ns - RACY_WINDOW_NS:
-            return
-        connection = self._connect()
-        try:
-            with connection:
-                connection.execute(
-                    "INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?)",
-                    (str(root), tree.digest, stored.snapshot_id, json.dumps(stored.packs), json.dumps(stored.loose)),
-                )
-        finally:
-            connection.close()
-
-    def store(self, entries: dict[str, tuple[FileStat, str]], scan_started_ns: int) -> None:
-        """Remember digests of files that were stored, skipping racily recent ones."""
+    def store(
+        self,
+        entries: dict[str, tuple[FileStat, str]],
+        scan_started_ns: int,
+        tree: tuple[Path, TreeStat, StoredTree] | None = None,
+    ) -> None:
+        """Remember digests of files that were stored and, given ``tree`` (root, its stat, its snapshot),
+        that whole tree's snapshot; in one transaction, skipping whatever is racily recent."""
         cutoff = scan_started_ns - RACY_WINDOW_NS
         rows = [(path, *stat, digest) for path, (stat, digest) in entries.items() if stat.mtime_ns < cutoff]
-        if not rows:
+        if tree and tree[1].newest_mtime_ns < cutoff:
+            root, tree_stat, stored = tree
+            tree_row = (str(root), tree_stat.digest, stored.snapshot_id, json.dumps(stored.packs), json.dumps(stored.loose))
+        else:
+            tree_row = None
+        if not rows and not tree_row:
             return
         connection = self._connect()
         try:
             with connection:
                 connection.executemany("INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?, ?)", rows)
+                if tree_row:
+                    connection.execute("INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?)", tree_row)
         finally:
             connection.close()
 

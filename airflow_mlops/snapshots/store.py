@@ -287,9 +287,8 @@ class SnapshotStore:
         if new_store:  # its first record: a store made by this code indexes every record as it is written
             self._mark_indexed()
         if cache_stats:
-            self._stat_cache.store({path: (stat, stored[path]) for path, stat in misses}, scan_started)
-            if not remembered:
-                self._stat_cache.remember_tree(root, tree, stored_tree, scan_started)
+            self._stat_cache.store({path: (stat, stored[path]) for path, stat in misses}, scan_started,
+                                   None if remembered else (root, tree, stored_tree))
         return record
 
     def _known_digests(self, root: Path, files: list[tuple[str, str, FileStat]]) -> list[str | None]:
