@@ -10,10 +10,14 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from airflow_mlops.config import default_snapshot_store
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.snapshots import SnapshotStore
+
+if TYPE_CHECKING:
+    from airflow_mlops.retention import KeepRules
 
 
 def _open_store(args: argparse.Namespace) -> SnapshotStore:
@@ -84,23 +88,26 @@ def _cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def _cmd_forget(args: argparse.Namespace) -> int:
-    from airflow_mlops.snapshots.retention import KeepRules, forget, render
+    from airflow_mlops.retention import KeepRules
 
     rules = KeepRules.parse(args.keep_last, args.keep_daily, args.keep_weekly)  # before anything is opened
-    result = forget(_open_store(args), _registry_client(args), rules, dry_run=args.dry_run)
-    print(render(result.decisions))
-    print(result.summary())
-    return 0
+    return _apply_retention(args, rules, collect_garbage=False)
 
 
 def _cmd_gc(args: argparse.Namespace) -> int:
-    from airflow_mlops.snapshots.retention import collect
+    return _apply_retention(args, None, collect_garbage=True, grace_seconds=args.grace_seconds)
 
-    report, kept = collect(_open_store(args), _registry_client(args), grace_seconds=args.grace_seconds,
-                           dry_run=args.dry_run)
-    for snapshot_id, reason in kept.items():
-        print(f"{snapshot_id[:12]}  kept: {reason}" + ("" if args.dry_run else " (un-forgotten)"))
-    print(report.describe())
+
+def _apply_retention(args: argparse.Namespace, rules: KeepRules | None, *, collect_garbage: bool,
+                     grace_seconds: float | None = None) -> int:
+    """Retention's core on ``--store``, with the registry of ``--tracking-uri``; prints its report."""
+    from contextlib import nullcontext
+
+    from airflow_mlops.retention import apply_retention
+
+    report = apply_retention(_open_store(args), lambda: nullcontext(_registry_client(args)), rules,
+                             collect_garbage=collect_garbage, grace_seconds=grace_seconds, dry_run=args.dry_run)
+    print(report.render())
     return 0
 
 

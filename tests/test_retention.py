@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from types import SimpleNamespace
@@ -13,8 +14,9 @@ import pytest
 
 from airflow_mlops.cli import main
 from airflow_mlops.errors import MlopsError
+from airflow_mlops.retention import KeepRules, group_of, plan, protected_snapshots, remove_stale_staging, render
+from airflow_mlops.retention import protection
 from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
-from airflow_mlops.snapshots.retention import KeepRules, group_of, plan, remove_stale_staging, render
 from airflow_mlops.tracking.runs import SNAPSHOT_TAG, identity_tags
 from airflow_mlops.tuning.trial_runs import PARENT_RUN_TAG, STUDY_TAG
 from tests.conftest import MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD
@@ -188,8 +190,6 @@ def rows(table: str) -> dict[str, tuple[str, str]]:
 
 @pytest.mark.postgres
 def test_protection_is_what_every_registered_version_trains_on_and_its_ancestors_not_what_it_wrote(lab, client):
-    from airflow_mlops.snapshots.retention import protected_snapshots
-
     ids = lab.ids
     tuning = client.search_runs([lab.experiment], filter_string=f"tags.`{STUDY_TAG}` = 'study'")[0].info.run_id
     label = f"model {lab.model} v1"
@@ -199,6 +199,30 @@ def test_protection_is_what_every_registered_version_trains_on_and_its_ancestors
         ids.raw: f"parent of {ids.features[:12]} ({label})",
         ids.tune_input: f"input of tuning run {tuning[:12]} ({label})",
     }
+
+
+@pytest.mark.postgres
+def test_protection_reads_every_page_of_the_dag_runs_runs_not_only_the_first(lab, client, monkeypatch):
+    """Two runs a page, and three trials started after the tuning run: the tuning run is on a later page."""
+    monkeypatch.setattr(sys.modules[protection.all_pages.__module__], "_PAGE", 2)  # the page size of all_pages
+    ids = lab.ids
+    dag_run = identity_tags({"dag_id": "retrain", "run_id": f"scheduled__{lab.model}"})
+    later = int(time.time() * 1000) + 3_600_000
+    for n in range(3):
+        client.create_run(lab.experiment, start_time=later + n, tags={**dag_run, PARENT_RUN_TAG: "y" * 32})
+    tokens = []
+    search_runs = client.search_runs
+
+    def recorded(*args, **kwargs):
+        if lab.model in kwargs.get("filter_string", ""):  # the search for the DAG run's runs
+            tokens.append(kwargs["page_token"])
+        return search_runs(*args, **kwargs)
+
+    monkeypatch.setattr(client, "search_runs", recorded)
+    tuning = search_runs([lab.experiment], filter_string=f"tags.`{STUDY_TAG}` = 'study'")[0].info.run_id
+
+    assert protected_snapshots(lab.store, client)[ids.tune_input] == f"input of tuning run {tuning[:12]} (model {lab.model} v1)"
+    assert len(tokens) == 3 and tokens[0] is None and all(tokens[1:])  # six runs, two a page
 
 
 @pytest.mark.postgres

@@ -26,7 +26,7 @@ class RetentionOperator(BaseOperator):
     """Forget the snapshots no keep rule keeps, then garbage-collect the store; never what a model needs.
 
     Keep rules as restic's, counted per dag_id/task_id (else per source): see
-    :mod:`airflow_mlops.snapshots.retention`. Every snapshot upstream of any registered model version
+    :mod:`airflow_mlops.retention`. Every snapshot upstream of any registered model version
     (all versions, aliased or not) is kept, read through lineage from the MLflow connection; gc
     recomputes that right before it deletes. The decision table (id, time, group, reason) is logged.
     Also removes predict-staging folders idle for a day (left behind by killed batch predictions).
@@ -77,37 +77,15 @@ class RetentionOperator(BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.config import mlops_home
-        from airflow_mlops.snapshots.retention import KeepRules, remove_stale_staging
+        from airflow_mlops.retention import KeepRules, apply_retention
 
         rules = KeepRules.parse(self.keep_last, self.keep_daily, self.keep_weekly)
         dry_run = parse_flag(self.dry_run, "dry_run")
         store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
-        counts = dict.fromkeys(("kept", "forgotten", "unforgotten", "deleted_snapshots", "deleted_objects",
-                                "deleted_packs", "freed_bytes"), 0)
-        if not store.snapshot_ids():  # a new deployment: nothing taken yet, nothing to keep or delete
-            self.log.info("No snapshot in %s yet: nothing to forget or collect", store.uri)
-        else:
-            with MlflowHook(self.mlflow_conn_id).tracking_session() as client:
-                counts.update(self._forget_and_collect(store, client, rules, dry_run))
-        staging = remove_stale_staging(self.staging_dir or mlops_home() / "predict-staging", dry_run=dry_run)
-        for folder in staging:
-            self.log.info("Stale predict-staging folder %s%s", folder, " (dry run: left)" if dry_run else " removed")
-        return {**counts, "staging_removed": len(staging), "dry_run": dry_run}
-
-    def _forget_and_collect(self, store: Any, client: Any, rules: Any, dry_run: bool) -> dict[str, int]:
-        """Forget by ``rules``, then (``collect_garbage``) gc with protection recomputed; logs both; the counts."""
-        from airflow_mlops.snapshots.retention import collect, forget, render
-
-        result = forget(store, client, rules, dry_run=dry_run)
-        self.log.info("Retention %s on %s:\n%s\n%s", rules.describe(), store.uri, render(result.decisions),
-                      result.summary())
-        counts = {"kept": result.count("keep"), "forgotten": result.count("forget"), "unforgotten": result.count("unforget")}
-        if self.collect_garbage:
-            report, kept = collect(store, client, grace_seconds=self.gc_grace_seconds, dry_run=dry_run)
-            for snapshot_id, reason in kept.items():
-                self.log.info("Forgotten snapshot %s kept: %s", snapshot_id, reason)
-            self.log.info("%s", report.describe())
-            counts.update(unforgotten=counts["unforgotten"] + len(kept), deleted_snapshots=len(report.deleted_snapshots),
-                          deleted_objects=report.deleted_objects, deleted_packs=report.deleted_packs,
-                          freed_bytes=report.freed_bytes)
-        return counts
+        report = apply_retention(
+            store, MlflowHook(self.mlflow_conn_id).tracking_session, rules, collect_garbage=self.collect_garbage,
+            grace_seconds=self.gc_grace_seconds, dry_run=dry_run,
+            staging_dir=self.staging_dir or mlops_home() / "predict-staging",
+        )
+        self.log.info("Retention %s on %s:\n%s", rules.describe(), store.uri, report.render())
+        return report.counts()
