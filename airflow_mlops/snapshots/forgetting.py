@@ -15,7 +15,7 @@ from airflow_mlops.snapshots.records import encode_json, is_recorded
 from airflow_mlops.snapshots.refs import FORGOTTEN_PREFIX
 
 
-def forget(backend: Backend, full_ids: Iterable[str], *, reason: str) -> None:
+def mark_forgotten(backend: Backend, full_ids: Iterable[str], *, reason: str) -> None:
     """Mark snapshots as forgotten (idempotent): a small key forgotten/<snapshot_id> (JSON: reason, time, host).
 
     The records stay readable until gc removes them; an id already forgotten keeps its first marker.
@@ -27,7 +27,7 @@ def forget(backend: Backend, full_ids: Iterable[str], *, reason: str) -> None:
         backend.put_bytes(FORGOTTEN_PREFIX + snapshot_id, marker)
 
 
-def forgotten(backend: Backend) -> dict[str, dict]:
+def read_forgotten(backend: Backend) -> dict[str, dict]:
     """Forgotten snapshot ids, each with its marker (reason, time, host)."""
     keys = sorted(backend.list_keys(FORGOTTEN_PREFIX))
     with ThreadPoolExecutor(max_workers=backend.parallelism) as pool:
@@ -42,7 +42,7 @@ def _read_json_or_none(backend: Backend, key: str) -> dict | None:
         return None  # deleted since it was listed
 
 
-def unforget(backend: Backend, full_ids: Iterable[str]) -> None:
+def drop_forget_markers(backend: Backend, full_ids: Iterable[str]) -> None:
     """Drop the forget markers of full snapshot ids: the snapshots are kept again.
 
     Under a shared lock, so it either lands before a gc decides (and the snapshot is kept) or

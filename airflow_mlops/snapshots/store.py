@@ -29,8 +29,8 @@ from typing import Any
 
 from airflow_mlops.config import RESTORED_BUDGET_BYTES
 from airflow_mlops.errors import SnapshotError
-from airflow_mlops.snapshots import forgetting
 from airflow_mlops.snapshots.backends import Backend, LocalBackend, S3Backend
+from airflow_mlops.snapshots.forgetting import drop_forget_markers, mark_forgotten, read_forgotten
 from airflow_mlops.snapshots.gc import DEFAULT_GC_GRACE_S, GcReport, collect_garbage
 from airflow_mlops.snapshots.index import LineageIndex
 from airflow_mlops.snapshots.ingest import Ingest
@@ -139,16 +139,16 @@ class SnapshotStore:
     def forget(self, snapshot_ids: Iterable[str], *, reason: str) -> None:
         """Mark snapshots (ids or prefixes) as forgotten: they go at the next gc; see :mod:`.forgetting`."""
         self.marker.require()
-        forgetting.forget(self.backend, {self.resolve(snapshot_id) for snapshot_id in snapshot_ids}, reason=reason)
+        mark_forgotten(self.backend, {self.resolve(snapshot_id) for snapshot_id in snapshot_ids}, reason=reason)
 
     def forgotten(self) -> dict[str, dict]:
         """Forgotten snapshot ids, each with its marker (reason, time, host)."""
-        return forgetting.forgotten(self.backend) if self.marker.exists else {}
+        return read_forgotten(self.backend) if self.marker.exists else {}
 
     def unforget(self, snapshot_ids: Iterable[str]) -> None:
         """Drop the forget markers of full snapshot ids: the snapshots are kept again."""
         self.marker.require()
-        forgetting.unforget(self.backend, snapshot_ids)
+        drop_forget_markers(self.backend, snapshot_ids)
 
     def gc(
         self, *, protect: Collection[str] = (), grace_seconds: float = DEFAULT_GC_GRACE_S, dry_run: bool = False
