@@ -22,7 +22,7 @@ from airflow_mlops.lineage.graph import LineageWalker
 from airflow_mlops.lineage.render import render
 from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
 from airflow_mlops.snapshots.backends import LocalBackend
-from airflow_mlops.snapshots.store import INDEX_MARKER_KEY
+from airflow_mlops.snapshots.index import INDEX_MARKER_KEY
 from airflow_mlops.tracking.runs import SNAPSHOT_TAG, fail_abandoned_runs, identity_tags, supersede
 from tests.task_process import run_task
 

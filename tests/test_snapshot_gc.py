@@ -15,6 +15,7 @@ from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots import DEFAULT_GC_GRACE_S, GcReport, SnapshotStore
 from airflow_mlops.snapshots import gc as gc_module
 from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.snapshots.ingest import Ingest
 from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT
 from tests.test_snapshot_store import TREE, make_tree, read_tree, store_bytes
 
@@ -155,7 +156,7 @@ def test_the_dedup_race_an_in_flight_snapshot_reusing_garbage_keeps_it(tmp_path,
     old_packs = sorted((store_dir / "packs").glob("*.pack"))
 
     found_objects, go_on, planned, racing = threading.Event(), threading.Event(), [], {}
-    real_store_files, real_survey = SnapshotStore._store_files, gc_module._survey
+    real_store_files, real_survey = Ingest._store_files, gc_module._survey
 
     def pausing(self, misses):
         digests = real_store_files(self, misses)  # shared.bin and big.bin found stored: only new.txt written
@@ -168,7 +169,7 @@ def test_the_dedup_race_an_in_flight_snapshot_reusing_garbage_keeps_it(tmp_path,
         planned.append({digest_bytes(data) in survey.live for data in shared.values()})
         return survey
 
-    monkeypatch.setattr(SnapshotStore, "_store_files", pausing)
+    monkeypatch.setattr(Ingest, "_store_files", pausing)
     monkeypatch.setattr(gc_module, "_survey", recording_survey)
     new_tree = make_tree(tmp_path / "new", {**shared, "new.txt": b"new"})
     snapshotter = threading.Thread(target=lambda: racing.update(record=SnapshotStore.open(str(store_dir)).snapshot(new_tree)))

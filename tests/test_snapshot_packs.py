@@ -18,7 +18,7 @@ from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
 from airflow_mlops.snapshots.backends import LocalBackend
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT, PACK_TARGET, decode_index
-from airflow_mlops.snapshots.store import ManifestEntry, encode_manifest
+from airflow_mlops.snapshots.records import ManifestEntry, encode_manifest
 from tests.test_snapshot_store import flip_byte, make_tree, packed_at, read_tree
 
 MIXED = {

@@ -15,11 +15,15 @@ import pytest
 
 from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots import SnapshotStore, parse_snapshot_ref
+from airflow_mlops.snapshots import ingest as ingest_module
+from airflow_mlops.snapshots import restore as restore_module
 from airflow_mlops.snapshots import restored as restored_module
-from airflow_mlops.snapshots import store as store_module
 from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.snapshots.ingest import Ingest
 from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT, decode_index
-from airflow_mlops.snapshots.store import ManifestEntry, encode_manifest
+from airflow_mlops.snapshots.records import ManifestEntry, encode_manifest
+from airflow_mlops.snapshots.refs import object_key
+from airflow_mlops.snapshots.statcache import now_ns
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> Path:
@@ -120,13 +124,13 @@ def test_contents_are_stored_once_and_one_changed_file_adds_about_its_bytes(tmp_
 def spy_on_hashing(monkeypatch) -> list[str]:
     """Names of the files the store reads and hashes, in the order it does."""
     hashed: list[str] = []
-    real = SnapshotStore._store_file
+    real = Ingest._store_file
 
     def recording(self, path, stat, *args):
         hashed.append(Path(path).name)
         return real(self, path, stat, *args)
 
-    monkeypatch.setattr(SnapshotStore, "_store_file", recording)
+    monkeypatch.setattr(Ingest, "_store_file", recording)
     return hashed
 
 
@@ -174,13 +178,13 @@ def test_a_cached_file_whose_object_is_gone_is_stored_again(tmp_path):
 def spy_on_file_by_file_matching(monkeypatch) -> list[str]:
     """The roots whose files the store matches one by one against the stat cache (not as a remembered tree)."""
     matched: list[str] = []
-    real = SnapshotStore._known_digests
+    real = Ingest._known_digests
 
     def recording(self, root, files):
         matched.append(str(root))
         return real(self, root, files)
 
-    monkeypatch.setattr(SnapshotStore, "_known_digests", recording)
+    monkeypatch.setattr(Ingest, "_known_digests", recording)
     return matched
 
 
@@ -215,7 +219,7 @@ def test_an_unchanged_tree_is_recognised_whole_until_a_file_changes_or_its_objec
     store.forget([first.snapshot_id], reason="test")
     report = store.gc(grace_seconds=0)
     assert report.deleted_snapshots == [first.snapshot_id] and report.deleted_packs >= 1
-    assert not store.backend.exists(store_module._object_key(digest_bytes(tree["big.bin"])))
+    assert not store.backend.exists(object_key(digest_bytes(tree["big.bin"])))
     hashed.clear()
     back = store.snapshot(src)  # remembered, but its packs and loose object are gone
     assert len(matched) == 3 and sorted(hashed) == sorted(Path(rel).name for rel in tree)
@@ -242,7 +246,7 @@ def test_a_large_file_rewritten_after_hashing_is_not_stored_under_the_old_digest
     big.parent.mkdir()
     big.write_bytes(b"new contents " * 200_000)  # above the size that is read whole
     stale = digest_bytes(b"old contents " * 200_000)
-    monkeypatch.setattr(store_module, "digest_file", lambda path, size: stale)  # hashed before the rewrite
+    monkeypatch.setattr(ingest_module, "digest_file", lambda path, size: stale)  # hashed before the rewrite
     store_dir = tmp_path / "store"
 
     with pytest.raises(SnapshotError, match="changed while it was being snapshotted"):
@@ -299,7 +303,7 @@ def test_recently_modified_files_are_hashed_again(tmp_path, monkeypatch):
     src = make_tree(tmp_path / "src", {"fresh.txt": b"just written"})
     hashed = spy_on_hashing(monkeypatch)
     store = SnapshotStore.open(str(tmp_path / "store"))
-    now = store_module.now_ns()
+    now = now_ns()
     os.utime(src / "fresh.txt", ns=(now, now))
     store.snapshot(src)
     store.snapshot(src)
@@ -372,7 +376,7 @@ def test_restore_refuses_to_write_through_a_symlink_pointing_out(tmp_path):
 def count_hashing(monkeypatch) -> list[str]:
     """Names of the files the store hashes whole: restored files it checks, objects it fetched."""
     hashed: list[str] = []
-    real = store_module.digest_file
+    real = restore_module.digest_file
 
     def recording(path, size):
         hashed.append(Path(path).name)
@@ -383,10 +387,10 @@ def count_hashing(monkeypatch) -> list[str]:
             hashed.append("<packed object>")
         return real_bytes(data)
 
-    real_bytes = store_module.digest_bytes
-    for module in (store_module, restored_module):  # fetched objects, and restored files checked before reuse
+    real_bytes = restore_module.digest_bytes
+    for module in (restore_module, restored_module):  # fetched objects, and restored files checked before reuse
         monkeypatch.setattr(module, "digest_file", recording)
-    monkeypatch.setattr(store_module, "digest_bytes", recording_bytes)
+    monkeypatch.setattr(restore_module, "digest_bytes", recording_bytes)
     return hashed
 
 

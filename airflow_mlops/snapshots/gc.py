@@ -28,10 +28,11 @@ import time
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from airflow_mlops.errors import SnapshotError
+from airflow_mlops.snapshots.backends import Backend
 from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.snapshots.index import snapshot_keys
 from airflow_mlops.snapshots.locks import EXCLUSIVE, live_locks, store_lock
 from airflow_mlops.snapshots.packs import (
     PACKS_PREFIX,
@@ -42,16 +43,13 @@ from airflow_mlops.snapshots.packs import (
     pack_key,
     read_packed,
 )
-
-if TYPE_CHECKING:
-    from airflow_mlops.snapshots.store import SnapshotStore
+from airflow_mlops.snapshots.records import read_manifest, recorded_ids
+from airflow_mlops.snapshots.refs import FORGOTTEN_PREFIX, OBJECTS_PREFIX
 
 #: Objects and packs younger than this are never deleted (the default of ``SnapshotStore.gc``).
 DEFAULT_GC_GRACE_S = 3600.0
 #: A pack whose garbage is more than this share of its bytes is repacked; one with less is kept whole.
 REPACK_GARBAGE_SHARE = 0.5
-FORGOTTEN_PREFIX = "forgotten/"
-_OBJECTS_PREFIX = "objects/"
 #: Temp files younger than this are never deleted, whatever the grace period: a writer outside any lock
 #: (forget, reindex) may still be writing one.
 _TEMP_MIN_AGE_S = 3600.0
@@ -105,59 +103,61 @@ class _Plan:
 
 
 def collect_garbage(
-    store: SnapshotStore, *, protect: Collection[str], grace_seconds: float, dry_run: bool
+    backend: Backend, index: PackIndex, *, protect: Collection[str], grace_seconds: float, dry_run: bool
 ) -> GcReport:
-    """``SnapshotStore.gc``: see the module docstring."""
+    """``SnapshotStore.gc`` of the store on ``backend``, whose pack index is ``index``: see the module docstring."""
     manifests: dict[str, set[str]] = {}
-    plan = _plan(store, set(protect), grace_seconds, manifests)
+    plan = _plan(backend, index, set(protect), grace_seconds, manifests)
     if dry_run:
-        return _report(store, plan, plan.survey.doomed, set(plan.repack), dry_run=True)
-    copied = _repack(store, plan.repack, plan.survey.live)
-    with store_lock(store.backend, EXCLUSIVE):
-        now = _survey(store, set(protect), manifests)
+        return _report(index, plan, plan.survey.doomed, set(plan.repack), dry_run=True)
+    copied = _repack(backend, index, plan.repack, plan.survey.live)
+    with store_lock(backend, EXCLUSIVE):
+        now = _survey(backend, set(protect), manifests)
         doomed = plan.survey.doomed & now.doomed
-        _narrow(store, plan, now.live, copied)
-        report = _report(store, plan, doomed, set(plan.repack), dry_run=False)
-        _delete(store, plan, doomed, now.dangling_markers)
+        _narrow(backend, index, plan, now.live, copied)
+        report = _report(index, plan, doomed, set(plan.repack), dry_run=False)
+        _delete(backend, index, plan, doomed, now.dangling_markers)
     return report
 
 
-def _survey(store: SnapshotStore, protect: set[str], manifests: dict[str, set[str]]) -> _Survey:
+def _survey(backend: Backend, protect: set[str], manifests: dict[str, set[str]]) -> _Survey:
     """Who goes and what is live now; ``manifests`` caches each kept snapshot's digests across calls."""
-    recorded = store.snapshot_ids()
-    forgotten = {key[len(FORGOTTEN_PREFIX) :] for key in store.backend.list_keys(FORGOTTEN_PREFIX)}
+    recorded = recorded_ids(backend)
+    forgotten = {key[len(FORGOTTEN_PREFIX) :] for key in backend.list_keys(FORGOTTEN_PREFIX)}
     doomed = (forgotten & recorded) - protect
     kept = recorded - doomed
     unread = sorted(kept - manifests.keys())
-    with ThreadPoolExecutor(max_workers=store.backend.parallelism) as pool:
-        for snapshot_id, digests in zip(unread, pool.map(lambda sid: _manifest_digests(store, sid), unread)):
+    with ThreadPoolExecutor(max_workers=backend.parallelism) as pool:
+        for snapshot_id, digests in zip(unread, pool.map(lambda sid: _manifest_digests(backend, sid), unread)):
             manifests[snapshot_id] = digests
     live = set().union(*(manifests[snapshot_id] for snapshot_id in kept)) if kept else set()
     return _Survey(doomed, forgotten & recorded & protect, forgotten - recorded, live)
 
 
-def _manifest_digests(store: SnapshotStore, snapshot_id: str) -> set[str]:
+def _manifest_digests(backend: Backend, snapshot_id: str) -> set[str]:
     """The objects a kept snapshot needs: its files' and its manifest's own."""
     try:
-        entries = store.read_manifest(snapshot_id)
+        entries = read_manifest(backend, snapshot_id)
     except SnapshotError:
         raise SnapshotError(f"gc stopped before deleting anything: the manifest of kept snapshot {snapshot_id} "
                             "cannot be read; run 'airflow-mlops verify'") from None
     return {snapshot_id, *(entry.digest for entry in entries)}
 
 
-def _plan(store: SnapshotStore, protect: set[str], grace_seconds: float, manifests: dict[str, set[str]]) -> _Plan:
+def _plan(
+    backend: Backend, index: PackIndex, protect: set[str], grace_seconds: float, manifests: dict[str, set[str]]
+) -> _Plan:
     """Phase 1: what is garbage and old enough to go, and which packs to repack."""
-    survey = _survey(store, protect, manifests)
+    survey = _survey(backend, protect, manifests)
     plan = _Plan(survey)
     cutoff = time.time() - grace_seconds
-    for key, size, modified in store.backend.list_stats(_OBJECTS_PREFIX):
-        digest = key[len(_OBJECTS_PREFIX) :].replace("/", "")
+    for key, size, modified in backend.list_stats(OBJECTS_PREFIX):
+        digest = key[len(OBJECTS_PREFIX) :].replace("/", "")
         if modified <= cutoff and digest not in survey.live:
             plan.loose[digest] = (key, size)
-    store.packs.refresh()
-    listed = {key: (size, modified) for key, size, modified in store.backend.list_stats(PACKS_PREFIX)}
-    for pack, rows in store.packs.packs.items():
+    index.refresh()
+    listed = {key: (size, modified) for key, size, modified in backend.list_stats(PACKS_PREFIX)}
+    for pack, rows in index.packs.items():
         size, modified = listed.get(pack_key(pack), (0, cutoff))
         dead = [length for digest, _offset, length in rows if digest not in survey.live]
         if modified > cutoff or not dead:
@@ -168,7 +168,7 @@ def _plan(store: SnapshotStore, protect: set[str], grace_seconds: float, manifes
             plan.repack[pack] = size
     plan.strays = [key for key, (_size, modified) in listed.items() if modified <= cutoff and _is_stray(key, listed)]
     temp_cutoff = time.time() - max(grace_seconds, _TEMP_MIN_AGE_S)  # a forget or reindex may be writing it
-    plan.strays += [key for key, _size, modified in store.backend.list_stats("tmp/") if modified <= temp_cutoff]
+    plan.strays += [key for key, _size, modified in backend.list_stats("tmp/") if modified <= temp_cutoff]
     return plan
 
 
@@ -180,18 +180,18 @@ def _is_stray(key: str, listed: Collection[str]) -> bool:
     return key.endswith(".idx") and pack_key(pack) not in listed
 
 
-def _repack(store: SnapshotStore, packs: dict[str, int], live: set[str]) -> set[str]:
+def _repack(backend: Backend, index: PackIndex, packs: dict[str, int], live: set[str]) -> set[str]:
     """Copy the live objects of ``packs`` into new packs; returns the packs whose live objects are all copied.
 
     Each object is checked against its digest first: a pack with a damaged live object is left as it
     is (verify reports it), never copied on.
     """
-    writer = PackWriter(store.backend, PackIndex(store.backend))  # an empty index: every live object is written again
+    writer = PackWriter(backend, PackIndex(backend))  # an empty index: every live object is written again
     copied = set()
     for pack in packs:
         wanted = [(digest, Location(pack, offset, length))
-                  for digest, offset, length in store.packs.packs[pack] if digest in live]
-        objects = read_packed(store.backend, pack, wanted)
+                  for digest, offset, length in index.packs[pack] if digest in live]
+        objects = read_packed(backend, pack, wanted)
         if all(data is not None and digest_bytes(data) == digest for digest, data in objects):
             for digest, data in objects:
                 writer.add(digest, data)
@@ -200,12 +200,12 @@ def _repack(store: SnapshotStore, packs: dict[str, int], live: set[str]) -> set[
     return copied
 
 
-def _narrow(store: SnapshotStore, plan: _Plan, live: set[str], copied: set[str]) -> None:
+def _narrow(backend: Backend, index: PackIndex, plan: _Plan, live: set[str], copied: set[str]) -> None:
     """Phase 2: keep whatever became live since the plan (a snapshot taken or unforgotten meanwhile)."""
     plan.loose = {digest: entry for digest, entry in plan.loose.items() if digest not in live}
-    listed = set(store.backend.list_keys(PACKS_PREFIX))  # a writer may have added a stray pack's index since
+    listed = set(backend.list_keys(PACKS_PREFIX))  # a writer may have added a stray pack's index since
     plan.strays = [key for key in plan.strays if not key.startswith(PACKS_PREFIX) or _is_stray(key, listed)]
-    live_in = {pack: {digest for digest, _offset, _length in store.packs.packs.get(pack, []) if digest in live}
+    live_in = {pack: {digest for digest, _offset, _length in index.packs.get(pack, []) if digest in live}
                for pack in [*plan.whole_packs, *plan.repack]}
     plan.whole_packs = {pack: size for pack, size in plan.whole_packs.items() if not live_in[pack]}
     # a repacked pack goes only if every object live now was copied (live at the plan, and intact)
@@ -213,8 +213,8 @@ def _narrow(store: SnapshotStore, plan: _Plan, live: set[str], copied: set[str])
                    if pack in copied and live_in[pack] <= plan.survey.live}
 
 
-def _report(store: SnapshotStore, plan: _Plan, doomed: set[str], repacked: set[str], *, dry_run: bool) -> GcReport:
-    garbage = {pack: [length for digest, _offset, length in store.packs.packs.get(pack, []) if digest not in plan.survey.live]
+def _report(index: PackIndex, plan: _Plan, doomed: set[str], repacked: set[str], *, dry_run: bool) -> GcReport:
+    garbage = {pack: [length for digest, _offset, length in index.packs.get(pack, []) if digest not in plan.survey.live]
                for pack in [*plan.whole_packs, *repacked]}
     freed = sum(size for _key, size in plan.loose.values()) + sum(plan.whole_packs.values())
     freed += sum(sum(garbage[pack]) for pack in repacked)  # a repacked pack's live bytes live on in the new one
@@ -229,10 +229,9 @@ def _report(store: SnapshotStore, plan: _Plan, doomed: set[str], repacked: set[s
     )
 
 
-def _delete(store: SnapshotStore, plan: _Plan, doomed: set[str], dangling_markers: set[str]) -> None:
+def _delete(backend: Backend, index: PackIndex, plan: _Plan, doomed: set[str], dangling_markers: set[str]) -> None:
     """Phase 2's deletions, in the order that keeps the store whole if gc is killed between any two."""
-    backend = store.backend
-    backend.delete([key for snapshot_id in sorted(doomed) for key in store.snapshot_keys(snapshot_id)])
+    backend.delete([key for snapshot_id in sorted(doomed) for key in snapshot_keys(backend, snapshot_id)])
     backend.delete([FORGOTTEN_PREFIX + snapshot_id for snapshot_id in sorted(doomed | dangling_markers)])
     packs = [*plan.whole_packs, *plan.repack]
     backend.delete([index_key(pack) for pack in packs])
@@ -240,4 +239,4 @@ def _delete(store: SnapshotStore, plan: _Plan, doomed: set[str], dangling_marker
     backend.delete([key for key, _size in plan.loose.values()])
     backend.delete(plan.strays)
     backend.delete([lock.key for lock in live_locks(backend)[1]])
-    store.packs.refresh()
+    index.refresh()

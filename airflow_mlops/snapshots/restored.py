@@ -20,17 +20,17 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from airflow_mlops.config import RESTORED_BUDGET_BYTES
 from airflow_mlops.errors import SnapshotError
+from airflow_mlops.snapshots.backends import Backend
 from airflow_mlops.snapshots.hashing import digest_file
+from airflow_mlops.snapshots.packs import PackIndex
+from airflow_mlops.snapshots.records import ManifestEntry, read_manifest
+from airflow_mlops.snapshots.restore import restore_snapshot
 from airflow_mlops.snapshots.scan import scan_tree
-from airflow_mlops.utils.file_lock import exclusive_file_lock
 from airflow_mlops.snapshots.statcache import RACY_WINDOW_NS, FileStat, StatCache, cached_digests, now_ns
-
-if TYPE_CHECKING:
-    from airflow_mlops.snapshots.store import ManifestEntry, SnapshotStore
+from airflow_mlops.utils.file_lock import exclusive_file_lock
 
 #: A restored snapshot used this recently is never evicted: a task may still be reading it.
 RESTORED_MIN_IDLE_S = 3600
@@ -41,15 +41,17 @@ _LEFTOVER_AGE_S = 24 * 3600
 
 
 def materialize(
-    store: SnapshotStore,
+    backend: Backend,
+    packs: PackIndex,
     full_id: str,
     cache_root: str | os.PathLike,
     *,
     budget_bytes: int = RESTORED_BUDGET_BYTES,
     min_idle_s: float = RESTORED_MIN_IDLE_S,
 ) -> Path:
-    """``cache_root/<full_id>``: the snapshot's files, restored from ``store`` unless an intact copy is there."""
-    entries = store.manifest(full_id)
+    """``cache_root/<full_id>``: the snapshot's files, restored from the store on ``backend`` (whose pack index
+    is ``packs``) unless an intact copy is there."""
+    entries = read_manifest(backend, full_id)
     cache_root = Path(cache_root).expanduser().absolute()
     target = cache_root / full_id
     stat_cache = StatCache(cache_root / RESTORED_STAT_CACHE)
@@ -59,7 +61,7 @@ def materialize(
     staging = Path(tempfile.mkdtemp(prefix=f".{full_id[:12]}.", dir=cache_root))
     damaged = None
     try:
-        store.restore(full_id, staging, force=True)
+        restore_snapshot(backend, packs, full_id, entries, staging, force=True)
         sealed_at = now_ns()
         _seal(staging, mtime_ns=sealed_at - RACY_WINDOW_NS - 1)
         digests = {entry.path: entry.digest for entry in entries}
