@@ -23,12 +23,7 @@ from airflow_mlops.tracking.estimators import TrainingError, is_sklearn, model_t
 from airflow_mlops.tracking.evaluation import evaluate
 from airflow_mlops.tracking.model_logging import log_model
 from airflow_mlops.tracking.request import TrainingRequest, qualified_name
-from airflow_mlops.tracking.runs import (
-    fail_abandoned_runs,
-    failure_recorded,
-    previous_attempts,
-    supersede,
-)
+from airflow_mlops.tracking.runs import fail_abandoned_runs, failure_recorded, identity_tags, previous_attempts, supersede
 from airflow_mlops.tracking.tags import FINGERPRINT_TAG, MODEL_URI_TAG, SNAPSHOT_TAG, SNAPSHOT_URI_TAG
 
 #: What a run's fingerprint digests, as JSON: enough to re-create the run (``airflow-mlops reproduce``).
