@@ -73,7 +73,7 @@ def _cmd_log(args: argparse.Namespace) -> int:
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    from airflow_mlops.lineage.graph import LineageWalker
+    from airflow_mlops.lineage.walk import LineageWalker
     from airflow_mlops.lineage.render import render
 
     lineage = LineageWalker(_open_store(args), _registry_client(args)).walk(args.ref)

@@ -206,8 +206,7 @@ def _version_of_training(client, training_run_id: str):
 
 def _assert_gated_against(client, version, champion_before) -> str:
     """The gate decided on ``version`` against ``champion_before``, both scores tagged; the aliases follow."""
-    from airflow_mlops.registry.promotion import (CHALLENGER_SCORE_TAG, CHAMPION_SCORE_TAG, CHAMPION_VERSION_TAG,
-                                                  DECISION_TAG)
+    from airflow_mlops.tracking.tags import CHALLENGER_SCORE_TAG, CHAMPION_SCORE_TAG, CHAMPION_VERSION_TAG, DECISION_TAG
 
     tags = version.tags
     decision = tags[DECISION_TAG]

@@ -18,12 +18,13 @@ import pytest
 
 from airflow_mlops.cli import main
 from airflow_mlops.lineage.datasets import snapshot_dataset
-from airflow_mlops.lineage.graph import LineageWalker
+from airflow_mlops.lineage.walk import LineageWalker
 from airflow_mlops.lineage.render import render
 from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
 from airflow_mlops.snapshots.backends import LocalBackend
 from airflow_mlops.snapshots.index import INDEX_MARKER_KEY
-from airflow_mlops.tracking.runs import SNAPSHOT_TAG, fail_abandoned_runs, identity_tags, supersede
+from airflow_mlops.tracking.runs import fail_abandoned_runs, identity_tags, supersede
+from airflow_mlops.tracking.tags import SNAPSHOT_TAG
 from tests.task_process import run_task
 
 NAME = "fraud_detection"

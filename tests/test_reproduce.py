@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import pytest
 
 from airflow_mlops.errors import MlopsError, SnapshotError
-from airflow_mlops.reproduce import REPORT_ARTIFACT, REPRODUCES_TAG, CodeDriftError, reproduce
+from airflow_mlops.reproduce import REPORT_ARTIFACT, CodeDriftError, reproduce
 from airflow_mlops.reproduce.report import compare_metrics
 from airflow_mlops.snapshots import SnapshotStore
+from airflow_mlops.tracking.tags import REPRODUCES_TAG
 from tests.conftest import REPO, run_cli
 from tests.task_process import attempt_config, run_attempt, runs_of
 from tests.test_snapshot_store import flip_byte, packed_at

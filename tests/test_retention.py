@@ -17,8 +17,8 @@ from airflow_mlops.errors import MlopsError
 from airflow_mlops.retention import KeepRules, group_of, plan, protected_snapshots, remove_stale_staging, render
 from airflow_mlops.retention import protection
 from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
-from airflow_mlops.tracking.runs import SNAPSHOT_TAG, identity_tags
-from airflow_mlops.tuning.trial_runs import PARENT_RUN_TAG, STUDY_TAG
+from airflow_mlops.tracking.runs import identity_tags
+from airflow_mlops.tracking.tags import PARENT_RUN_TAG, SNAPSHOT_TAG, STUDY_TAG
 from tests.conftest import MLFLOW_ADMIN, MLFLOW_ADMIN_PASSWORD
 
 # ----------------------------------------------------------------------------- the keep rules, on records

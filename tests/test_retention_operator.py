@@ -9,7 +9,7 @@ import pytest
 
 from airflow_mlops.operators.retention import RetentionOperator
 from airflow_mlops.snapshots import SnapshotStore
-from airflow_mlops.tracking.runs import SNAPSHOT_TAG
+from airflow_mlops.tracking.tags import SNAPSHOT_TAG
 from tests.task_process import run_task
 from tests.test_example_dags import load_dag_module, resolved_params
 from tests.test_retention import take

@@ -123,7 +123,7 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tmp_path, snapsho
 def test_no_trial_ever_sees_the_rows_the_final_training_run_is_scored_on(tmp_path, snapshot, embedded_client, markers):
     """Hyperparameters are chosen on validation folds of the training part, never on the test split."""
     from airflow_mlops.tracking.data import load_table, prepare
-    from airflow_mlops.tracking.training import TrainingRequest
+    from airflow_mlops.tracking.request import TrainingRequest
 
     store, record = snapshot
     estimator = "tests.train_functions.RecordingLogisticRegression"
@@ -262,7 +262,7 @@ def test_an_attempt_fails_the_trials_its_dead_attempts_left_running_at_once_and_
     import optuna
 
     from airflow_mlops.hooks.optuna import OptunaStorageHook
-    from airflow_mlops.tuning.objective import OWNER_ATTR
+    from airflow_mlops.tracking.tags import OWNER_ATTR
     from airflow_mlops.tuning.study import fail_trials_of_dead_attempts
 
     storage = OptunaStorageHook().get_storage(heartbeat_interval=30, grace_period=90)
@@ -421,7 +421,7 @@ def test_a_trial_gives_up_its_slot_when_n_trials_before_it_are_complete_or_under
     import optuna
 
     from airflow_mlops.hooks.optuna import OptunaStorageHook
-    from airflow_mlops.tuning.objective import SURPLUS_ATTR
+    from airflow_mlops.tracking.tags import SURPLUS_ATTR
     from airflow_mlops.tuning.study import claim_slot
 
     storage = OptunaStorageHook().get_storage()
@@ -502,7 +502,7 @@ def test_workers_sharing_a_study_make_exactly_n_trials_together_each_run_once(
 ):
     from airflow_mlops.hooks.mlflow import MlflowHook
     from airflow_mlops.hooks.optuna import OptunaStorageHook
-    from airflow_mlops.tuning.objective import OWNER_ATTR, SURPLUS_ATTR
+    from airflow_mlops.tracking.tags import OWNER_ATTR, SURPLUS_ATTR
 
     _, record = snapshot
     monkeypatch.setenv("TRIAL_SLEEP", "0.2")
@@ -549,7 +549,7 @@ def test_a_worker_killed_mid_trial_in_a_shared_study_loses_nothing_and_its_retry
 ):
     from airflow_mlops.hooks.mlflow import MlflowHook
     from airflow_mlops.hooks.optuna import OptunaStorageHook
-    from airflow_mlops.tuning.objective import OWNER_ATTR
+    from airflow_mlops.tracking.tags import OWNER_ATTR
 
     _, record = snapshot
     monkeypatch.setenv("TRIAL_SLEEP", "0.3")

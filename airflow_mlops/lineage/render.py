@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airflow_mlops.lineage.graph import MODEL_VERSION, RUN, SNAPSHOT, Lineage, Node
+from airflow_mlops.lineage.model import MODEL_VERSION, RUN, SNAPSHOT, Lineage, Node
 
 
 def render(lineage: Lineage, fmt: str = "tree") -> str:

@@ -87,7 +87,7 @@ class SnapshotModelOperator(OpenLineageMixin, BaseOperator):
         The snapshot and the code version are noted for OpenLineage (``start_lineage`` first).
         """
         from airflow_mlops.tracking.environment import code_version
-        from airflow_mlops.tracking.training import TrainingRequest
+        from airflow_mlops.tracking.request import TrainingRequest
 
         identity = task_identity(context)
         uri, snapshot_id, data_path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
@@ -122,7 +122,7 @@ class SnapshotModelOperator(OpenLineageMixin, BaseOperator):
         """Airflow is stopping the task (timeout, mark-failed): end the run FAILED rather than leave it RUNNING."""
         if self._active_run_id is None:
             return
-        from airflow_mlops.tracking.runs import ERROR_TAG
+        from airflow_mlops.tracking.tags import ERROR_TAG
 
         with MlflowHook(self.mlflow_conn_id).tracking_session() as client:
             client.set_tag(self._active_run_id, ERROR_TAG, "killed: Airflow stopped the task")

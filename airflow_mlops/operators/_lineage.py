@@ -38,7 +38,7 @@ class TaskLineage:
 
     def code(self, tags: dict[str, str]) -> None:
         """The git commit and file digests of a training's ``CodeVersion`` tags."""
-        from airflow_mlops.tracking.environment import GIT_COMMIT_TAG
+        from airflow_mlops.tracking.tags import GIT_COMMIT_TAG
 
         self.run["gitCommit"] = tags.get(GIT_COMMIT_TAG)
         self.run.setdefault("codeDigests", {}).update({

@@ -108,7 +108,7 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
         return url.render_as_string(hide_password=False)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_mlops.registry.evaluation import SNAPSHOT_URI_TAG
+        from airflow_mlops.tracking.tags import SNAPSHOT_URI_TAG
         from airflow_mlops.registry.gate import GateRule
         from airflow_mlops.registry.promotion import Aliases, register_and_gate
         from airflow_mlops.registry.registration import training_reference

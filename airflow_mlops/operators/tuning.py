@@ -112,7 +112,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         from airflow_mlops.tracking.data import prepare
         from airflow_mlops.tracking.runs import get_or_create_experiment
         from airflow_mlops.tuning.request import checked_space, tuning_request
-        from airflow_mlops.tuning.study import run_tuning
+        from airflow_mlops.tuning.parent_run import run_tuning
         from airflow_mlops.utils.imports import import_object
 
         lineage = self.start_lineage(context)

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlops.errors import MlopsError
-from airflow_mlops.tracking.runs import SNAPSHOT_TAG
-
-SNAPSHOT_URI_TAG = "airflow_mlops.snapshot_uri"
+from airflow_mlops.tracking.tags import SNAPSHOT_TAG, SNAPSHOT_URI_TAG
 
 
 @dataclass
@@ -49,7 +47,7 @@ class EvaluationRows:
 def held_out_rows(client: Any, run_id: str, restore: Callable[[str], Path]) -> EvaluationRows:
     """The test split of run ``run_id``; ``restore(snapshot_uri)`` gives the snapshot's local directory."""
     from airflow_mlops.tracking.data import prepare
-    from airflow_mlops.tracking.training import TrainingRequest
+    from airflow_mlops.tracking.request import TrainingRequest
 
     run = client.get_run(run_id)
     params, tags = run.data.params, run.data.tags

@@ -13,22 +13,23 @@ import json
 from datetime import datetime, timezone
 from typing import Any
 
-HISTORY_PREFIX = "airflow_mlops.promotion."
+from airflow_mlops.tracking.tags import PROMOTION_HISTORY_PREFIX
 _WIDTH = 6
 
 
 def history(client: Any, name: str) -> list[dict[str, Any]]:
     """Every entry of ``name``'s promotion history, oldest first."""
     tags = client.get_registered_model(name).tags
-    return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(HISTORY_PREFIX))]
+    return [json.loads(tags[key]) for key in sorted(k for k in tags if k.startswith(PROMOTION_HISTORY_PREFIX))]
 
 
 def append(client: Any, name: str, entry: dict[str, Any]) -> dict[str, Any]:
     """Add an entry (call under the promotion lock); ``seq`` and ``at`` are filled in. Returns it."""
     tags = client.get_registered_model(name).tags
-    seq = 1 + max((int(k[len(HISTORY_PREFIX):]) for k in tags if k.startswith(HISTORY_PREFIX)), default=0)
+    seqs = (int(k[len(PROMOTION_HISTORY_PREFIX):]) for k in tags if k.startswith(PROMOTION_HISTORY_PREFIX))
+    seq = 1 + max(seqs, default=0)
     full = {"seq": seq, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **entry}
-    client.set_registered_model_tag(name, f"{HISTORY_PREFIX}{seq:0{_WIDTH}d}", json.dumps(full, sort_keys=True))
+    client.set_registered_model_tag(name, f"{PROMOTION_HISTORY_PREFIX}{seq:0{_WIDTH}d}", json.dumps(full, sort_keys=True))
     return full
 
 

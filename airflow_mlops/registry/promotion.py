@@ -20,14 +20,15 @@ from airflow_mlops.registry.gate import GateRule, decide, describe
 from airflow_mlops.registry.locks import promotion_lock
 from airflow_mlops.registry.registration import register, training_reference
 from airflow_mlops.tracking.metrics import DEFAULT_METRIC
-
-DECISION_TAG = "airflow_mlops.gate.decision"
-REASON_TAG = "airflow_mlops.gate.reason"
-CHALLENGER_SCORE_TAG = "airflow_mlops.gate.challenger_score"
-CHAMPION_SCORE_TAG = "airflow_mlops.gate.champion_score"
-CHAMPION_VERSION_TAG = "airflow_mlops.gate.champion_version"
-EVALUATION_TAG = "airflow_mlops.gate.evaluation_data"
-RULE_TAG = "airflow_mlops.gate.rule"
+from airflow_mlops.tracking.tags import (
+    CHALLENGER_SCORE_TAG,
+    CHAMPION_SCORE_TAG,
+    CHAMPION_VERSION_TAG,
+    DECISION_TAG,
+    EVALUATION_TAG,
+    REASON_TAG,
+    RULE_TAG,
+)
 
 
 @dataclass(frozen=True)

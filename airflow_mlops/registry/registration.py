@@ -10,10 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_mlops.errors import MlopsError
-from airflow_mlops.tracking.runs import SNAPSHOT_TAG, identity_tags
-
-TRAINING_RUN_TAG = "airflow_mlops.training_run_id"
-MODEL_URI_TAG = "airflow_mlops.model_uri"  # the tag tracked training sets on its run
+from airflow_mlops.tracking.runs import identity_tags
+from airflow_mlops.tracking.tags import MODEL_URI_TAG, SNAPSHOT_TAG, TRAINING_RUN_TAG
 
 
 def training_reference(training: Mapping[str, Any] | str) -> tuple[str, str | None]:

@@ -14,10 +14,11 @@ from typing import Any
 from airflow_mlops.errors import MlopsError, SnapshotError
 from airflow_mlops.reproduce.checks import CodeDriftError, OpenStore
 from airflow_mlops.reproduce.report import ReproductionReport, Row
-from airflow_mlops.reproduce.runs import REPORT_ARTIFACT, REPRODUCES_TAG
+from airflow_mlops.reproduce.runs import REPORT_ARTIFACT
 from airflow_mlops.snapshots import parse_snapshot_ref
+from airflow_mlops.tracking.tags import PARENT_RUN_TAG, STUDY_TAG, TRIAL_NUMBER_TAG
 
-__all__ = ["REPORT_ARTIFACT", "REPRODUCES_TAG", "CodeDriftError", "ReproductionReport", "Row", "reproduce"]
+__all__ = ["REPORT_ARTIFACT", "CodeDriftError", "ReproductionReport", "Row", "reproduce"]
 
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -57,7 +58,6 @@ def reproduce(
     """
     from airflow_mlops.reproduce.runs import reproduce_trial, reproduce_training_run
     from airflow_mlops.reproduce.snapshots import reproduce_snapshot
-    from airflow_mlops.tuning.trial_runs import PARENT_RUN_TAG, STUDY_TAG, TRIAL_NUMBER_TAG
 
     if not tolerance >= 0:
         raise MlopsError(f"tolerance must be a number >= 0, got {tolerance}")

@@ -10,7 +10,8 @@ from pathlib import Path
 from airflow_mlops.config import mlops_home, restored_budget_bytes
 from airflow_mlops.errors import MlopsError, SnapshotError
 from airflow_mlops.snapshots import SnapshotStore, parse_snapshot_ref
-from airflow_mlops.tracking.environment import CODE_FILE_TAGS, installed_requirements
+from airflow_mlops.tracking.environment import installed_requirements
+from airflow_mlops.tracking.tags import CODE_FILE_TAGS, PYTHON_VERSION_TAG
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _pins(requirements: str) -> dict[str, str]:
 def environment_differences(recorded_requirements: str, recorded_tags: Mapping[str, str]) -> list[str]:
     """Python and package versions that differ between the record and this process, one line each."""
     differences = []
-    recorded_python = recorded_tags.get("airflow_mlops.python_version")
+    recorded_python = recorded_tags.get(PYTHON_VERSION_TAG)
     if recorded_python and recorded_python != platform.python_version():
         differences.append(f"python: {recorded_python} recorded, {platform.python_version()} now")
     recorded, present = _pins(recorded_requirements), _pins(installed_requirements())

@@ -4,7 +4,7 @@ A training run (and a study's parent run) records what its fingerprint digests i
 ``definition/request.json``: snapshot, estimator or training function, hyperparams with their types,
 features, target, seed, test split, code digests; an estimator given as an instance is in
 ``definition/estimator.skops``. That is turned back into the same
-:class:`~airflow_mlops.tracking.training.TrainingRequest`, checked to describe the same training, and
+:class:`~airflow_mlops.tracking.request.TrainingRequest`, checked to describe the same training, and
 trained again by :func:`~airflow_mlops.tracking.training.tracked_training`, as the operator does. A
 trial is re-scored by the tuning objective itself, given the trial's recorded params.
 """
@@ -20,18 +20,19 @@ from typing import Any
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.reproduce.checks import OpenStore, check_code, code_differences, environment_differences, restore_verified
 from airflow_mlops.reproduce.report import ReproductionReport, compare_metrics
-from airflow_mlops.tracking.environment import CODE_FILE_TAGS, code_version
-from airflow_mlops.tracking.runs import SNAPSHOT_URI_TAG, failure_recorded
-from airflow_mlops.tracking.training import (
-    DEFINITION_ARTIFACT,
-    ESTIMATOR_ARTIFACT,
-    TrainingRequest,
-    provenance_tags,
-    tracked_training,
+from airflow_mlops.tracking.environment import code_version
+from airflow_mlops.tracking.request import TrainingRequest
+from airflow_mlops.tracking.runs import failure_recorded
+from airflow_mlops.tracking.tags import (
+    CODE_FILE_TAGS,
+    PARENT_RUN_TAG,
+    REPRODUCES_TAG,
+    SNAPSHOT_URI_TAG,
+    TRIAL_PARAMS_TAG,
 )
+from airflow_mlops.tracking.training import DEFINITION_ARTIFACT, ESTIMATOR_ARTIFACT, provenance_tags, tracked_training
 from airflow_mlops.utils.imports import import_object, source_file
 
-REPRODUCES_TAG = "airflow_mlops.reproduces"
 #: The report (JSON) on the new run.
 REPORT_ARTIFACT = "reproduce/report.json"
 _REQUIREMENTS_ARTIFACT = "environment/requirements.txt"
@@ -153,7 +154,6 @@ def reproduce_trial(client: Any, trial_run: Any, *, open_store: OpenStore, toler
     from airflow_mlops.tuning.objective import TrialObjective
     from airflow_mlops.tuning.request import TuningRequest, Validation
     from airflow_mlops.tuning.space import Dimension
-    from airflow_mlops.tuning.trial_runs import PARENT_RUN_TAG, TRIAL_PARAMS_TAG
 
     trial_id, tags = trial_run.info.run_id, trial_run.data.tags
     if TRIAL_PARAMS_TAG not in tags:

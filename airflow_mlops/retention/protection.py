@@ -12,10 +12,12 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlops.lineage.graph import RUN, SNAPSHOT, LineageWalker, all_pages
+from airflow_mlops.lineage.model import RUN, SNAPSHOT
+from airflow_mlops.lineage.readers import all_pages
+from airflow_mlops.lineage.walk import LineageWalker
 from airflow_mlops.snapshots import SnapshotStore
 from airflow_mlops.tracking.runs import airflow_tags_filter
-from airflow_mlops.tuning.trial_runs import PARENT_RUN_TAG, STUDY_TAG
+from airflow_mlops.tracking.tags import PARENT_RUN_TAG, STUDY_TAG
 
 
 def protected_snapshots(store: SnapshotStore, client: Any) -> dict[str, str]:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.formats import DataFormatError, data_files
 from airflow_mlops.tracking.estimators import build_estimator, model_type
-
-if TYPE_CHECKING:
-    from airflow_mlops.tracking.training import TrainingRequest
+from airflow_mlops.tracking.request import TrainingRequest
 
 READERS = {"csv": "read_csv", "parquet": "read_parquet", "json": "read_json"}
 

@@ -11,21 +11,23 @@ from functools import cache
 from pathlib import Path
 
 from airflow_mlops.snapshots.hashing import digest_bytes
-
-GIT_COMMIT_TAG = "mlflow.source.git.commit"  # MLflow's own tag, which it sets only for scripts
-#: The source files a run records, by role: (tag of the file's path, tag of its digest).
-CODE_FILE_TAGS = {
-    "dag file": ("airflow_mlops.dag_file", "airflow_mlops.dag_file_digest"),
-    "train module": ("airflow_mlops.train_module", "airflow_mlops.train_module_digest"),
-}
+from airflow_mlops.tracking.tags import (
+    CODE_FILE_TAGS,
+    CPU_COUNT_TAG,
+    GIT_COMMIT_TAG,
+    GIT_DIRTY_TAG,
+    PLATFORM_TAG,
+    PYTHON_VERSION_TAG,
+    SOURCE_NAME_TAG,
+)
 
 
 def environment_tags() -> dict[str, str]:
     """Python version, platform and CPU count of this process."""
     return {
-        "airflow_mlops.python_version": platform.python_version(),
-        "airflow_mlops.platform": platform.platform(),
-        "airflow_mlops.cpu_count": str(os.cpu_count()),
+        PYTHON_VERSION_TAG: platform.python_version(),
+        PLATFORM_TAG: platform.platform(),
+        CPU_COUNT_TAG: str(os.cpu_count()),
     }
 
 
@@ -82,10 +84,10 @@ def code_version(dag_file: str | None, module_file: str | None) -> CodeVersion:
         if commit:
             status = _git(dag_path.parent, "status", "--porcelain")
             version.tags[GIT_COMMIT_TAG] = commit
-            version.tags["airflow_mlops.git_dirty"] = str(bool(status)).lower()
+            version.tags[GIT_DIRTY_TAG] = str(bool(status)).lower()
         path_tag, digest_tag = CODE_FILE_TAGS["dag file"]
         version.tags[path_tag] = str(dag_path)
-        version.tags["mlflow.source.name"] = str(dag_path)  # else MLflow names the airflow executable
+        version.tags[SOURCE_NAME_TAG] = str(dag_path)  # else MLflow names the airflow executable
         version.tags[digest_tag] = digest_bytes(dag_path.read_bytes())
         version.sources[f"dag/{dag_path.name}"] = dag_path
     if module_file and Path(module_file).is_file() and module_file != dag_file:

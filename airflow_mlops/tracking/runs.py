@@ -16,19 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.tracking.tags import AIRFLOW_TAG_PREFIX, ERROR_TAG, FINGERPRINT_TAG, PARENT_RUN_TAG, SUPERSEDED_TAG
 
-TAG_PREFIX = "airflow."
-SNAPSHOT_TAG = "airflow_mlops.snapshot_id"
-SNAPSHOT_URI_TAG = "airflow_mlops.snapshot_uri"
-ERROR_TAG = "airflow_mlops.error"
-FINGERPRINT_TAG = "airflow_mlops.fingerprint"
-SUPERSEDED_TAG = "airflow_mlops.superseded_by"
 _INSTANCE_KEYS = ("dag_id", "run_id", "task_id", "map_index")
 
 
 def identity_tags(identity: Mapping[str, Any]) -> dict[str, str]:
     """``airflow.dag_id``, ``airflow.run_id``, ... for every identity field that has a value."""
-    return {f"{TAG_PREFIX}{key}": str(value) for key, value in identity.items() if value is not None}
+    return {f"{AIRFLOW_TAG_PREFIX}{key}": str(value) for key, value in identity.items() if value is not None}
 
 
 def _quote(value: str) -> str:
@@ -37,7 +32,7 @@ def _quote(value: str) -> str:
 
 def airflow_tags_filter(identity: Mapping[str, Any], keys: Iterable[str]) -> str:
     """MLflow search filter matching runs whose ``airflow.<key>`` tags equal ``identity``'s values."""
-    return " and ".join(f"tags.`{TAG_PREFIX}{key}` = {_quote(str(identity[key]))}" for key in keys)
+    return " and ".join(f"tags.`{AIRFLOW_TAG_PREFIX}{key}` = {_quote(str(identity[key]))}" for key in keys)
 
 
 def task_instance_filter(identity: Mapping[str, Any]) -> str:
@@ -98,7 +93,7 @@ def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, An
             order_by=["attributes.start_time DESC"],
             page_token=page_token,
         )
-        runs += [run for run in page if "mlflow.parentRunId" not in run.data.tags]
+        runs += [run for run in page if PARENT_RUN_TAG not in run.data.tags]
         page_token = page.token
         if not page_token:
             break

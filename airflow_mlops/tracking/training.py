@@ -12,72 +12,24 @@ import json
 import random
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.tracking.data import PreparedData
-from airflow_mlops.tracking.environment import CodeVersion, environment_tags, installed_requirements
-from airflow_mlops.tracking.estimators import TrainingError, describe_estimator, is_sklearn, model_type
+from airflow_mlops.tracking.environment import environment_tags, installed_requirements
+from airflow_mlops.tracking.estimators import TrainingError, is_sklearn, model_type
 from airflow_mlops.tracking.evaluation import evaluate
 from airflow_mlops.tracking.model_logging import log_model
-from airflow_mlops.tracking.runs import (
-    FINGERPRINT_TAG,
-    SNAPSHOT_TAG,
-    SNAPSHOT_URI_TAG,
-    fail_abandoned_runs,
-    failure_recorded,
-    fingerprint,
-    identity_tags,
-    previous_attempts,
-    supersede,
-)
+from airflow_mlops.tracking.request import TrainingRequest, qualified_name
+from airflow_mlops.tracking.runs import fail_abandoned_runs, failure_recorded, identity_tags, previous_attempts, supersede
+from airflow_mlops.tracking.tags import FINGERPRINT_TAG, MODEL_URI_TAG, SNAPSHOT_TAG, SNAPSHOT_URI_TAG
 
-MODEL_URI_TAG = "airflow_mlops.model_uri"
 #: What a run's fingerprint digests, as JSON: enough to re-create the run (``airflow-mlops reproduce``).
 DEFINITION_ARTIFACT = "definition/request.json"
 #: The estimator instance a run was given (not a class path), unfitted, in skops format.
 ESTIMATOR_ARTIFACT = "definition/estimator.skops"
-
-
-@dataclass
-class TrainingRequest:
-    """Everything one training needs, in plain values."""
-
-    data_path: Path
-    snapshot_id: str
-    snapshot_uri: str
-    target: str | None
-    hyperparams: dict[str, Any] = field(default_factory=dict)
-    features: list[str] | None = None
-    estimator: Any = None  # an sklearn estimator or Pipeline, or a dotted class path
-    train_fn: Callable[..., Any] | None = None  # (train_frame, hyperparams) -> model | (model, metrics)
-    seed: int = 42
-    test_size: float = 0.2
-    identity: dict[str, Any] = field(default_factory=dict)
-    code: CodeVersion = field(default_factory=CodeVersion)
-    run_name: str | None = None
-
-    def definition(self) -> dict[str, Any]:
-        """What determines the model, besides the hyperparams: data, estimator or function, split, code."""
-        return {
-            "snapshot_id": self.snapshot_id,
-            "estimator": describe_estimator(self.estimator),
-            "train_fn": qualified_name(self.train_fn),
-            "features": self.features,
-            "target": self.target,
-            "seed": self.seed,
-            "test_size": self.test_size,
-            "code": {name: value for name, value in self.code.tags.items() if name.endswith("_digest")},
-        }
-
-    def run_definition(self) -> dict[str, Any]:
-        """What a training run's fingerprint digests and its ``definition/request.json`` records."""
-        return {**self.definition(), "hyperparams": self.hyperparams}
-
-    def fingerprint(self) -> str:
-        return fingerprint(self.run_definition())
 
 
 @dataclass
@@ -90,10 +42,6 @@ class TrainingResult:
 
     def to_xcom(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "experiment_id": self.experiment_id, "model_uri": self.model_uri, "metrics": self.metrics}
-
-
-def qualified_name(function: Callable[..., Any] | None) -> str | None:
-    return f"{function.__module__}.{function.__qualname__}" if function is not None else None
 
 
 def _fit(request: TrainingRequest, prepared: PreparedData) -> tuple[Any, dict[str, float]]:

@@ -9,13 +9,8 @@ from typing import Any
 from airflow_mlops.tracking.data import PreparedData
 from airflow_mlops.tracking.estimators import build_estimator
 from airflow_mlops.tracking.metrics import score
+from airflow_mlops.tracking.tags import ERROR_ATTR, OWNER_ATTR
 from airflow_mlops.tuning.request import TuningRequest
-
-ERROR_ATTR = "airflow_mlops.error"
-#: Which task instance ran a trial: a retry fails the trials its dead attempts left RUNNING.
-OWNER_ATTR = "airflow_mlops.task_instance"
-#: A trial that gave up its slot in a study that already had ``n_trials`` under way: it ran nothing.
-SURPLUS_ATTR = "airflow_mlops.surplus"
 
 
 class TrialObjective:

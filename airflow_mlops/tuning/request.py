@@ -13,7 +13,7 @@ from airflow_mlops.tracking.data import PreparedData
 from airflow_mlops.tracking.metrics import DEFAULT_METRIC, check_metric
 from airflow_mlops.tracking.metrics import direction as metric_direction
 from airflow_mlops.tracking.runs import fingerprint
-from airflow_mlops.tracking.training import TrainingRequest, qualified_name
+from airflow_mlops.tracking.request import TrainingRequest, qualified_name
 from airflow_mlops.tracking.estimators import build_estimator
 from airflow_mlops.tuning.space import Dimension, parse_search_space
 

@@ -1,17 +1,18 @@
-"""Resumable Optuna studies tracked in MLflow: one parent run per task instance, one nested run per trial.
+"""Shared Optuna studies: opening one on the right inputs, and making exactly ``n_trials`` COMPLETE trials.
 
 The study lives in a persistent Optuna storage, by default under a name derived from the task
 instance and a fingerprint of its inputs (data, search space, objective, metric, validation), so a
 retry on the same inputs loads it and runs only the trials still missing (``n_trials`` COMPLETE trials
 in all), while a task cleared after new data arrived starts a new study. Trials a dead attempt of this
 task instance left RUNNING are failed and re-queued when the next attempt starts, whatever the retry
-delay. The retry resumes the parent run of the earlier attempt, so all its trials sit under one parent.
+delay.
 
 Given a ``study_name``, several task instances share one study (Optuna's distributed mode) and make
-exactly ``n_trials`` COMPLETE trials together (see ``claim_slot``). Each writes the trials it ran
-under its own parent run, and finishes when the study has its ``n_trials``: meanwhile it waits for the
-others' trials, and replaces any whose worker died once Optuna's heartbeat finds it stale. A study
-carries the fingerprint of the inputs it was made from; a task on other inputs is refused.
+exactly ``n_trials`` COMPLETE trials together (see ``claim_slot``). Each finishes when the study has its
+``n_trials``: meanwhile it waits for the others' trials, and replaces any whose worker died once
+Optuna's heartbeat finds it stale. A study carries the fingerprint of the inputs it was made from; a
+task on other inputs is refused. Nothing here knows MLflow: :mod:`~airflow_mlops.tuning.parent_run`
+tracks a task's share of the study.
 """
 
 from __future__ import annotations
@@ -20,31 +21,16 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow_mlops.errors import MlopsError
-from airflow_mlops.tracking.data import PreparedData
-from airflow_mlops.tracking.runs import (
-    ERROR_TAG,
-    FINGERPRINT_TAG,
-    fail_abandoned_runs,
-    failure_recorded,
-    previous_attempts,
-    supersede,
-)
-from airflow_mlops.tracking.training import log_inputs, provenance_tags
-from airflow_mlops.tuning.objective import OWNER_ATTR, SURPLUS_ATTR, TrialObjective
+from airflow_mlops.tracking.tags import DEFINITION_ATTR, FINGERPRINT_ATTR, OWNER_ATTR, SURPLUS_ATTR
+from airflow_mlops.tuning.objective import TrialObjective
 from airflow_mlops.tuning.request import TuningRequest
-from airflow_mlops.tuning.summary import log_study_summary
-from airflow_mlops.tuning.trial_runs import STUDY_TAG, TrialRunWriter
 
 #: A study gives up when it has made this many trials per trial asked for (failed and pruned ones replaced).
 _MAX_ATTEMPTS_PER_TRIAL = 10
-#: Study user attrs: the fingerprint of the inputs a study was made from, and what it digests.
-FINGERPRINT_ATTR = "airflow_mlops.fingerprint"
-DEFINITION_ATTR = "airflow_mlops.definition"
 #: How long a task joining a new study waits for its creator to stamp the fingerprint on it.
 _STAMP_WAIT_S = 5.0
 #: How often a task of a shared study, waiting for the other workers' last trials, looks at the study.
@@ -55,29 +41,9 @@ class TuningError(MlopsError):
     """The study could not produce a result (for example, every trial failed)."""
 
 
-@dataclass
-class TuningResult:
-    best_params: dict[str, Any]
-    best_value: float
-    study_name: str
-    parent_run_id: str
-    experiment_id: str
-    n_complete: int
-
-    def to_xcom(self) -> dict[str, Any]:
-        return {"best_params": self.best_params, "best_value": self.best_value, "study_name": self.study_name,
-                "parent_run_id": self.parent_run_id, "n_complete": self.n_complete}
-
-
-def _states(study: Any) -> Counter[str]:
+def state_counts(study: Any) -> Counter[str]:
     """How many of the study's trials are in each state (by name), as the storage has them now."""
     return Counter(t.state.name for t in study.get_trials(deepcopy=False))
-
-
-def _owner(request: TuningRequest) -> str:
-    """The task instance a trial belongs to (dag, run, task, map index)."""
-    identity = request.training.identity
-    return ".".join(str(identity.get(key)) for key in ("dag_id", "run_id", "task_id", "map_index"))
 
 
 def open_study(storage: Any, request: TuningRequest) -> Any:
@@ -183,12 +149,13 @@ def fail_trials_of_dead_attempts(study: Any, storage: Any, owner: str, shared: b
             retry(study, storage.get_trial(trial_id))
 
 
-def _optimize_to_n_trials(study: Any, storage: Any, objective: TrialObjective, writer: TrialRunWriter,
-                          request: TuningRequest) -> None:
+def optimize_to_n_trials(study: Any, storage: Any, objective: TrialObjective, request: TuningRequest,
+                         on_trial_done: Callable[[Any, Any], None]) -> None:
     """Run trials until the study has ``n_trials`` COMPLETE ones (failed and pruned trials are replaced).
 
     When the trials other workers of a shared study are running would make up the rest, wait for them,
-    failing any whose worker died: re-queued, it is taken here.
+    failing any whose worker died: re-queued, it is taken here. ``on_trial_done(study, trial)`` is told of
+    each trial of this worker as it ends (an Optuna callback).
     """
     deadline = time.monotonic() + request.timeout if request.timeout else None
 
@@ -198,12 +165,12 @@ def _optimize_to_n_trials(study: Any, storage: Any, objective: TrialObjective, w
 
     def stop_when_full(_study: Any, _trial: Any) -> None:
         """Optuna callback: make no trial that could only give up its slot to the trials under way."""
-        states = _states(study)
+        states = state_counts(study)
         if states["COMPLETE"] + states["RUNNING"] >= request.n_trials:
             study.stop()
 
     while True:
-        states = _states(study)
+        states = state_counts(study)
         remaining = deadline - time.monotonic() if deadline else None
         if states["COMPLETE"] >= request.n_trials or (remaining is not None and remaining <= 0):
             return
@@ -213,7 +180,7 @@ def _optimize_to_n_trials(study: Any, storage: Any, objective: TrialObjective, w
             fail_trials_of_dead_attempts(study, storage, objective.owner, shared=request.shared)
             continue
         study.optimize(trial_in_slot, n_trials=free, n_jobs=request.n_jobs, timeout=remaining,
-                       catch=(Exception,), callbacks=[writer.on_trial_done, stop_when_full], gc_after_trial=False)
+                       catch=(Exception,), callbacks=[on_trial_done, stop_when_full], gc_after_trial=False)
         attempts = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS_ATTR)]
         complete = sum(t.state.name == "COMPLETE" for t in attempts)
         if complete == 0 and objective.last_error is not None and all(t.state.name == "FAIL" for t in attempts):
@@ -223,62 +190,3 @@ def _optimize_to_n_trials(study: Any, storage: Any, objective: TrialObjective, w
                 f"study {study.study_name}: only {complete} of {request.n_trials} trials completed "
                 f"in {len(attempts)} attempts (the others failed or were pruned); last error: {objective.last_error}"
             )
-
-
-def run_tuning(
-    client: Any,
-    experiment_id: str,
-    storage: Any,
-    request: TuningRequest,
-    data: PreparedData,
-    on_parent_started: Callable[[str], None] | None = None,
-) -> TuningResult:
-    """Run (or resume) a task instance's share of its study until the study has ``n_trials`` complete
-    trials, tracked in MLflow."""
-    import mlflow
-
-    identity = request.training.identity
-    current = request.fingerprint()
-    name = request.study_name
-    owner = _owner(request)
-    study = open_study(storage, request)
-    earlier = previous_attempts(client, experiment_id, identity, current)
-    if request.shared or study.get_trials(deepcopy=False):
-        # Neither a resumed study nor a worker of a shared one may replay suggestions from the same seed.
-        study.sampler.reseed_rng()
-    if (finished := earlier.reusable_run) is not None:  # an earlier attempt finished the study (died before XCom)
-        return TuningResult(study.best_params, study.best_value, name, finished.info.run_id, experiment_id,
-                            _states(study)["COMPLETE"])
-
-    resumed = earlier.resumable_run
-    resumed_id = resumed.info.run_id if resumed is not None else None
-    fail_abandoned_runs(client, [r for r in earlier.abandoned_run_ids if r != resumed_id], identity.get("try_number"))
-    tags = {**provenance_tags(request.training), STUDY_TAG: name, FINGERPRINT_TAG: current,
-            "optuna.storage": request.storage_description}
-    with mlflow.start_run(run_id=resumed_id, experiment_id=experiment_id, run_name=request.training.run_name, tags=tags) as parent:
-        parent_id = parent.info.run_id
-        if on_parent_started is not None:
-            on_parent_started(parent_id)
-        supersede(client, earlier.outdated_run_ids, parent_id)
-        with failure_recorded():
-            if resumed is None:
-                mlflow.log_params({"n_trials": request.n_trials, "metric": request.metric, "direction": request.direction,
-                                   "seed": request.training.seed, "test_size": request.training.test_size,
-                                   "validation": request.validation.describe(data.model_type),
-                                   "search_space": json.dumps([d.__dict__ for d in request.space], default=str)[:6000]})
-                log_inputs(request.training, data.frame, request.definition())
-            elif ERROR_TAG in resumed.data.tags:  # the earlier attempt's failure is not this one's
-                client.delete_tag(parent_id, ERROR_TAG)
-            fail_trials_of_dead_attempts(study, storage, owner, shared=request.shared)
-            writer = TrialRunWriter(client, experiment_id, parent_id, request, owner)
-            objective = TrialObjective(request, data, owner)
-            try:
-                _optimize_to_n_trials(study, storage, objective, writer, request)
-            finally:
-                writer.wait()
-            writer.backfill(study)  # its trials an earlier attempt finished but never wrote, stale ones included
-            complete = _states(study)["COMPLETE"]
-            if complete == 0:
-                raise TuningError(f"study {name} has no complete trial (timeout {request.timeout}s)")
-            log_study_summary(study, request, complete)
-    return TuningResult(study.best_params, study.best_value, name, parent_id, experiment_id, complete)

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from airflow_mlops.tracking.tags import BEST_PARAMS_TAG, BEST_TRIAL_TAG
 from airflow_mlops.tuning.request import TuningRequest
 
 
@@ -22,7 +23,7 @@ def log_study_summary(study: Any, request: TuningRequest, complete: int) -> None
     best = study.best_trial
     mlflow.log_params({f"best.{name}": value for name, value in best.params.items()})
     mlflow.log_metrics({f"best_{request.metric}": best.value, "n_complete_trials": complete})
-    mlflow.set_tags({"optuna.best_trial": str(best.number), "optuna.best_params": json.dumps(best.params, default=str)})
+    mlflow.set_tags({BEST_TRIAL_TAG: str(best.number), BEST_PARAMS_TAG: json.dumps(best.params, default=str)})
     with tempfile.TemporaryDirectory() as staging:
         charts = {"optimization_history": plots.plot_optimization_history}
         if complete >= 2 and len(best.params) >= 1:

@@ -6,15 +6,19 @@ import json
 import time
 from typing import Any
 
-from airflow_mlops.tracking.runs import ERROR_TAG, identity_tags
-from airflow_mlops.tuning.objective import ERROR_ATTR, OWNER_ATTR, SURPLUS_ATTR
+from airflow_mlops.tracking.runs import identity_tags
+from airflow_mlops.tracking.tags import (
+    ERROR_ATTR,
+    ERROR_TAG,
+    OWNER_ATTR,
+    PARENT_RUN_TAG,
+    STUDY_TAG,
+    SURPLUS_ATTR,
+    TRIAL_NUMBER_TAG,
+    TRIAL_PARAMS_TAG,
+    TRIAL_STATE_TAG,
+)
 from airflow_mlops.tuning.request import TuningRequest
-
-PARENT_RUN_TAG = "mlflow.parentRunId"
-STUDY_TAG = "optuna.study_name"
-TRIAL_NUMBER_TAG = "optuna.trial_number"
-#: The trial's params as JSON, with their types (MLflow params are text): what ``reproduce`` re-scores.
-TRIAL_PARAMS_TAG = "airflow_mlops.trial_params"
 
 
 def _ms(moment: Any) -> int | None:
@@ -80,7 +84,7 @@ class TrialRunWriter:
                      else "failed without an error message")
         tags = {
             PARENT_RUN_TAG: self.parent_run_id, STUDY_TAG: self.request.study_name,
-            TRIAL_NUMBER_TAG: str(trial.number), TRIAL_PARAMS_TAG: json.dumps(trial.params), "optuna.state": state,
+            TRIAL_NUMBER_TAG: str(trial.number), TRIAL_PARAMS_TAG: json.dumps(trial.params), TRIAL_STATE_TAG: state,
             **identity_tags(self.request.training.identity),
             **({ERROR_TAG: error[:5000]} if error else {}),
         }
