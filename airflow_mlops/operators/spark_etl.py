@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator
@@ -117,15 +116,11 @@ class SparkETLOperator(OpenLineageMixin, BaseOperator):
         return [self._resolve_input(name, value) for name, value in self.inputs.items()]
 
     def _resolve_input(self, name: str, value: Any) -> Any:
-        """One input: an existing path as is, or a snapshot (id, URI or XCom result) restored."""
-        from airflow_mlops.etl.spark import EtlInput
-        from airflow_mlops.snapshots import is_snapshot_id
+        """One input: a path as is, or a snapshot (id, URI or XCom result) restored."""
+        from airflow_mlops.etl.spark import EtlInput, input_path
 
-        is_path = isinstance(value, (str, Path)) and "#" not in str(value) and not is_snapshot_id(str(value))
-        if is_path:
-            path = Path(value).expanduser().absolute()
-            if not path.exists():
-                raise MlopsError(f"input {name!r}: {value} is neither an existing path nor a snapshot id or URI")
+        path = input_path(name, value)
+        if path is not None:
             return EtlInput(name, path, data_format=self.input_format)
         uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id)
         return EtlInput(name, path, snapshot_id, uri, self.input_format)
