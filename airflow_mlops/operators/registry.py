@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk import BaseOperator
 
-from airflow_mlops.hooks.base import database_url
+from airflow_mlops.hooks.base import connection_database_url
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.lineage.datasets import model_dataset
@@ -100,13 +100,6 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
         self.store = store
         self.aws_conn_id = aws_conn_id
 
-    def lock_url(self) -> str | None:
-        """The SQLAlchemy URL of ``lock_conn_id``'s database (the rule of every database connection here)."""
-        if not self.lock_conn_id:
-            return None
-        url = database_url(BaseHook.get_connection(self.lock_conn_id), self.lock_conn_id)
-        return url.render_as_string(hide_password=False)
-
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.registry.evaluation import SNAPSHOT_URI_TAG
         from airflow_mlops.registry.gate import GateRule
@@ -123,9 +116,7 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
         hook = MlflowHook(self.mlflow_conn_id)
 
         def linked(version: Any) -> None:
-            url = hook.settings.ui_url
-            if url:
-                MlflowModelVersionLink.persist(context, f"{url}/#/models/{version.name}/versions/{version.version}")
+            MlflowModelVersionLink.persist(context, hook.model_version_url(version.name, version.version))
             self.log.info("Model %s version %s", version.name, version.version)
 
         with hook.tracking_session() as client:
@@ -138,8 +129,8 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
                 client, self.model_name, self.training,
                 restore=lambda uri: restore_snapshot_ref(uri, self.store, self.aws_conn_id)[2],
                 rule=rule, aliases=Aliases(self.champion_alias, self.challenger_alias, self.previous_alias),
-                identity=task_identity(context), description=self.description, lock_url=self.lock_url(),
-                on_registered=linked,
+                identity=task_identity(context), description=self.description,
+                lock_url=connection_database_url(self.lock_conn_id), on_registered=linked,
             )
         lineage.outputs.append(model_dataset(hook.settings.registry_uri, result["name"], result["version"]))
         self.log.info("Gate: version %s -> %s (%s)", result["version"], result["decision"], result["reason"])
