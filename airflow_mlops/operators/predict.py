@@ -99,7 +99,8 @@ class BatchPredictOperator(OpenLineageMixin, BaseOperator):
                 lineage.inputs.append(model_dataset(hook.settings.registry_uri, model.name, model.version))
             self.log.info("Scoring with %s (registered %s version %s, run %s)", model.model_uri, model.name,
                           model.version, model.run_id)
-            uri, snapshot_id, path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
+            uri, snapshot_id, path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id,
+                                                          argument="input_snapshot")
             source = PredictInput(path, snapshot_id, uri)
             lineage.inputs.append(SnapshotUse(uri, path))
             spark_session = None

@@ -12,9 +12,9 @@ from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.lineage.datasets import model_dataset
 from airflow_mlops.links.registry import MlflowModelVersionLink
-from airflow_mlops.operators._base import parse_mapping
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.utils.airflow_context import task_identity
+from airflow_mlops.utils.templated import as_float, as_mapping
 
 
 class RegisterModelOperator(OpenLineageMixin, BaseOperator):
@@ -109,9 +109,10 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
         lineage = self.start_lineage(context)
 
         rule = GateRule(
-            metric=self.metric or None, direction=self.direction, min_improvement=float(self.min_improvement),
-            relative=self.relative_improvement, floor=self.floor,
-            guard_metrics={k: float(v) for k, v in parse_mapping(self.guard_metrics, "guard_metrics").items()},
+            metric=self.metric or None, direction=self.direction,
+            min_improvement=as_float(self.min_improvement, "min_improvement"), relative=self.relative_improvement,
+            floor=self.floor, guard_metrics={name: as_float(tolerance, f"guard_metrics[{name!r}]") for name, tolerance
+                                             in as_mapping(self.guard_metrics, "guard_metrics").items()},
         )
         hook = MlflowHook(self.mlflow_conn_id)
 

@@ -122,7 +122,7 @@ class SparkETLOperator(OpenLineageMixin, BaseOperator):
         path = input_path(name, value)
         if path is not None:
             return EtlInput(name, path, data_format=self.input_format)
-        uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id)
+        uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id, argument=f"inputs[{name!r}]")
         return EtlInput(name, path, snapshot_id, uri, self.input_format)
 
     def execute(self, context: Any) -> dict[str, Any]:
