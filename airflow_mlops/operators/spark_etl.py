@@ -44,7 +44,8 @@ class SparkETLOperator(OpenLineageMixin, BaseOperator):
     each table's schema), the transformation's code digest in the ``airflowMlops`` run facet.
 
     :param inputs: ``{name: snapshot}`` (templated): a DataSnapshotOperator or SparkETLOperator result
-        (``task.output``), ``<store>#<id>``, an id in ``store``, or a file or directory path.
+        (``task.output``), ``<store>#<id>``, an id in ``store``, or an existing file or directory path;
+        text naming both a path and a snapshot (a folder ``deadbeef``) is refused, see ``etl.spark.input_path``.
     :param transform: callable or dotted path ``transform(spark, inputs, **transform_kwargs)`` taking
         ``{name: DataFrame}`` and returning a DataFrame, or ``{name: DataFrame}`` (a folder each).
     :param application: a PySpark file (or jar) run through ``spark-submit`` instead of ``transform``;
