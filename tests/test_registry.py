@@ -259,10 +259,13 @@ def test_a_lock_connection_becomes_the_sqlalchemy_url_its_provider_builds(monkey
 
     monkeypatch.setenv("AIRFLOW_CONN_LOCK_FIELDS", json.dumps({
         "conn_type": "postgres", "host": "db.internal", "port": 5433, "login": "gate", "password": "p@ss word",
-        "schema": "registry", "extra": {"sqlalchemy_scheme": "postgresql+psycopg2"}}))
+        "schema": "registry"}))
     url = make_url(connection_database_url("lock_fields"))
     assert (url.drivername, url.username, url.password, url.host, url.port, url.database) == (
         "postgresql+psycopg2", "gate", "p@ss word", "db.internal", 5433, "registry")
+    monkeypatch.setenv("AIRFLOW_CONN_LOCK_PSYCOPG", json.dumps({
+        "conn_type": "postgres", "host": "db.internal", "schema": "registry", "extra": {"sqlalchemy_scheme": "postgresql+psycopg"}}))
+    assert connection_database_url("lock_psycopg") == "postgresql+psycopg://db.internal/registry"
     monkeypatch.setenv("AIRFLOW_CONN_LOCK_URL", json.dumps({"conn_type": "generic", "extra": {"url": "postgresql://a@h/d"}}))
     assert connection_database_url("lock_url") == "postgresql://a@h/d"
     monkeypatch.setenv("AIRFLOW_CONN_LOCK_HTTP", json.dumps({"conn_type": "http", "host": "h"}))

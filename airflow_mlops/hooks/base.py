@@ -26,19 +26,25 @@ def optional_connection(hook: BaseHook, conn_id: str | None) -> Any | None:
         raise
 
 
+#: SQLAlchemy driver of a postgres connection's URL: psycopg2, which the ``postgres`` extra declares.
+POSTGRES_DRIVER = "postgresql+psycopg2"
+
+
 def database_url(conn: Any) -> Any:
     """The SQLAlchemy URL of a database connection: its extra ``url``, else the one its provider's hook builds.
 
     For a ``postgres`` connection that is ``PostgresHook.sqlalchemy_url`` (the ``postgres`` extra),
-    with its driver, ``sqlalchemy_scheme`` and ``sqlalchemy_query`` extras; a type whose hook builds
-    no URL needs the extra ``url``.
+    with its ``sqlalchemy_query`` extra, and psycopg2 (the driver that extra declares) unless its
+    ``sqlalchemy_scheme`` extra names another; a type whose hook builds no URL needs the extra ``url``.
     """
     from sqlalchemy.engine import make_url
 
-    if conn.extra_dejson.get("url"):
-        return make_url(conn.extra_dejson["url"])
+    extra = conn.extra_dejson
+    if extra.get("url"):
+        return make_url(extra["url"])
+    hook_params = {"sqlalchemy_scheme": extra.get("sqlalchemy_scheme") or POSTGRES_DRIVER} if conn.conn_type == "postgres" else {}
     try:
-        return conn.get_hook().sqlalchemy_url
+        return conn.get_hook(hook_params=hook_params).sqlalchemy_url
     except (AirflowException, AttributeError, NotImplementedError) as error:
         raise MlopsError(
             f"connection {conn.conn_id}: no SQLAlchemy URL for type {conn.conn_type!r} ({error}); give it an extra 'url'"
