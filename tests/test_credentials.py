@@ -187,3 +187,51 @@ def test_a_training_process_on_an_auth_server_writes_the_password_nowhere(tmp_pa
     for secret in (MLFLOW_ADMIN_PASSWORD, BASIC_CREDENTIALS):
         assert secret not in log
         assert secret not in recorded
+
+
+@pytest.mark.postgres
+def test_get_conn_is_a_client_with_the_connections_credentials_and_leaves_them_nowhere(
+    tmp_path, mlflow_server, mlflow_conn, mlflow_uris_unset, caplog, monkeypatch
+):
+    """As Airflow users expect of ``get_conn``: an MlflowClient that works on the server as the connection
+    logs in, artifacts (through the server's proxy) included, with nothing set in the environment."""
+    import logging
+
+    import mlflow
+
+    hook = MlflowHook(mlflow_conn)
+    assert hook.settings.auth_header  # read now: the connection goes away, as in a deployment's secrets backend
+    monkeypatch.delenv("AIRFLOW_CONN_MLFLOW_TEST")
+    environment = dict(os.environ)
+    caplog.set_level(logging.DEBUG)
+    client = hook.get_conn()
+    assert isinstance(client, mlflow.MlflowClient)
+    experiment_id = client.create_experiment(f"get-conn-{uuid.uuid4().hex[:8]}")
+    run = client.create_run(experiment_id)
+    client.log_param(run.info.run_id, "alpha", "0.5")
+    (tmp_path / "note.txt").write_text("logged through get_conn")
+    client.log_artifact(run.info.run_id, str(tmp_path / "note.txt"))
+    client.set_terminated(run.info.run_id)
+    assert dict(os.environ) == environment  # between calls the credentials are nowhere
+    assert MLFLOW_ADMIN_PASSWORD not in child_environment()
+
+    anonymous = requests.get(f"{mlflow_server['url']}/api/2.0/mlflow/runs/get", params={"run_id": run.info.run_id})
+    assert anonymous.status_code == 401  # so the client's calls carried the connection's credentials
+    assert client.get_run(run.info.run_id).data.params == {"alpha": "0.5"}
+    assert [item.path for item in client.list_artifacts(run.info.run_id)] == ["note.txt"]
+    downloaded = client.download_artifacts(run.info.run_id, "note.txt", str(tmp_path / "back"))
+    assert Path(downloaded).read_text() == "logged through get_conn"
+    for secret in (MLFLOW_ADMIN_PASSWORD, BASIC_CREDENTIALS):
+        assert secret not in repr(client)
+        assert secret not in caplog.text
+
+
+def test_the_ui_links_of_a_run_and_a_model_version_come_from_the_hook(monkeypatch):
+    conn = {"conn_type": "mlflow", "host": "mlflow.example.com", "schema": "https",
+            "extra": {"ui_url": "https://ui.example.com/"}}
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_LINKS", json.dumps(conn))
+    hook = MlflowHook("mlflow_links")
+    assert hook.run_url("3", "abc") == "https://ui.example.com/#/experiments/3/runs/abc"
+    assert hook.model_version_url("fraud detection", 7) == "https://ui.example.com/#/models/fraud%20detection/versions/7"
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_LINKS", json.dumps({"conn_type": "mlflow", "extra": {"tracking_uri": "sqlite:///x.db"}}))
+    assert MlflowHook("mlflow_links").model_version_url("m", 1) is None  # no UI to link to

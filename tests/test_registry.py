@@ -249,3 +249,26 @@ def test_the_promotion_lock_keeps_other_processes_out_until_released(kind, tmp_p
     finally:
         release.touch()
         holder.wait(timeout=30)
+
+
+def test_a_lock_connection_becomes_the_sqlalchemy_url_its_provider_builds(monkeypatch):
+    from sqlalchemy.engine import make_url
+
+    from airflow_mlops.errors import MlopsError
+    from airflow_mlops.hooks.base import connection_database_url
+
+    monkeypatch.setenv("AIRFLOW_CONN_LOCK_FIELDS", json.dumps({
+        "conn_type": "postgres", "host": "db.internal", "port": 5433, "login": "gate", "password": "p@ss word",
+        "schema": "registry"}))
+    url = make_url(connection_database_url("lock_fields"))
+    assert (url.drivername, url.username, url.password, url.host, url.port, url.database) == (
+        "postgresql+psycopg2", "gate", "p@ss word", "db.internal", 5433, "registry")
+    monkeypatch.setenv("AIRFLOW_CONN_LOCK_PSYCOPG", json.dumps({
+        "conn_type": "postgres", "host": "db.internal", "schema": "registry", "extra": {"sqlalchemy_scheme": "postgresql+psycopg"}}))
+    assert connection_database_url("lock_psycopg") == "postgresql+psycopg://db.internal/registry"
+    monkeypatch.setenv("AIRFLOW_CONN_LOCK_URL", json.dumps({"conn_type": "generic", "extra": {"url": "postgresql://a@h/d"}}))
+    assert connection_database_url("lock_url") == "postgresql://a@h/d"
+    monkeypatch.setenv("AIRFLOW_CONN_LOCK_HTTP", json.dumps({"conn_type": "http", "host": "h"}))
+    with pytest.raises(MlopsError, match="connection lock_http: no SQLAlchemy URL for type 'http'.*give it an extra 'url'"):
+        connection_database_url("lock_http")
+    assert connection_database_url(None) is None

@@ -15,7 +15,7 @@ import pytest
 
 from airflow_mlops.datasets.paysim import TYPES, write_paysim_csv
 from airflow_mlops.etl.fraud import FEATURE_COLUMNS, customer_features
-from airflow_mlops.etl.spark import EtlError, EtlInput, code_identity, derive_snapshot, spark_transform
+from airflow_mlops.etl.spark import EtlError, EtlInput, code_identity, derive_snapshot, input_path, spark_transform
 from airflow_mlops.snapshots import SnapshotStore
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.tracking.data import load_table
@@ -363,6 +363,33 @@ def test_on_kill_cancels_the_running_job_and_records_nothing(tmp_path):
     assert cancelled & running, (running, log[-4000:])  # Spark cancelled the job it reported running
     assert not (tmp_path / "output_store" / "records").exists()
     assert not list((tmp_path / "airflow" / "airflow_mlops" / "etl-staging").iterdir())
+
+
+def test_an_input_is_a_path_or_a_snapshot_never_a_guess(tmp_path, monkeypatch):
+    """Snapshots: a task's result, ``<store>#<id>``, a bare hex id; paths: a Path or existing text. Text
+    reading both ways (a folder named like an id, a file with ``#``) is refused naming both readings."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "deadbeef").mkdir()
+    (tmp_path / "a#b.csv").write_text("x\n1\n")
+    (tmp_path / "data").mkdir()
+
+    assert input_path("x", {"uri": "store#abcdef"}) is None
+    assert input_path("x", "store#abcdef") is None
+    assert input_path("x", "abcdef012345") is None  # no such path: the id of a snapshot
+    assert input_path("x", "data") == tmp_path / "data"
+    assert input_path("x", "./deadbeef") == tmp_path / "deadbeef"
+    assert input_path("x", str(tmp_path / "deadbeef")) == tmp_path / "deadbeef"
+    assert input_path("x", Path("deadbeef")) == tmp_path / "deadbeef"
+    assert input_path("x", Path("a#b.csv")) == tmp_path / "a#b.csv"
+    with pytest.raises(EtlError, match=r"inputs\['x'\]: 'deadbeef' names both the existing path .*deadbeef and a snapshot id; "
+                                       r"give './deadbeef' for the path or '<store>#deadbeef' for the snapshot"):
+        input_path("x", "deadbeef")
+    with pytest.raises(EtlError, match=r"'a#b.csv' names both the existing path .* and a snapshot URI; give a pathlib.Path"):
+        input_path("x", "a#b.csv")
+    with pytest.raises(EtlError, match=r"inputs\['x'\]: nowhere is neither an existing path nor a snapshot id or URI"):
+        input_path("x", "nowhere")
+    with pytest.raises(EtlError, match=r"inputs\['x'\]: .*nowhere is not an existing path"):
+        input_path("x", Path("nowhere"))
 
 
 def test_bad_arguments_are_refused_before_spark_starts(tmp_path):

@@ -185,6 +185,8 @@ def test_bad_input_fails_with_one_clear_message_before_any_run(tmp_path, snapsho
         ({"input_snapshot": text_features}, "non-numeric feature columns ['city']"),
         ({"input_snapshot": nan_target}, "target column 'label' has 10 missing (NaN) values"),
         ({"hyperparams": {"n_estimators": -3, "no_such_param": 1}}, "do not fit estimator"),
+        ({"input_snapshot": f"{store.uri}#0123456789abcdef"}, f"input_snapshot='{store.uri}#0123456789abcdef': "),
+        ({"hyperparams": "{not json"}, "hyperparams is not valid JSON"),
     ]
     for overrides, message in cases:
         config = attempt_config(tmp_path, record.uri, 1, estimator="sklearn.ensemble.RandomForestClassifier")
@@ -193,6 +195,27 @@ def test_bad_input_fails_with_one_clear_message_before_any_run(tmp_path, snapsho
             run_attempt(config)
         assert message in str(raised.value) and "\n" not in str(raised.value)
     assert runs_of(embedded_client, tmp_path.name) == []
+
+
+def test_templated_values_are_taken_as_given_or_as_rendered_text():
+    from airflow_mlops.utils.templated import as_flag, as_float, as_int, as_mapping
+
+    assert as_mapping({"C": 1}, "hyperparams") == {"C": 1} and as_mapping('{"C": 1}', "hyperparams") == {"C": 1}
+    assert as_mapping(None, "hyperparams") == {} == as_mapping("", "hyperparams")
+    assert as_flag(True, "dry_run") is True and as_flag("False", "dry_run") is False and as_flag(" true ", "dry_run")
+    assert as_int(5, "n_trials") == 5 == as_int("5", "n_trials") == as_int(5.0, "n_trials")
+    assert as_float("0.25", "min_improvement") == 0.25 == as_float(0.25, "min_improvement")
+    for coerce, value, message in [
+        (as_mapping, "[1, 2]", "hyperparams must be a mapping of names to values, got list"),
+        (as_mapping, "{", "hyperparams is not valid JSON"),
+        (as_flag, "yes", "hyperparams must be true or false, got 'yes'"),
+        (as_int, "5.5", "hyperparams must be a whole number, got '5.5'"),
+        (as_int, True, "hyperparams must be a whole number, got True"),
+        (as_float, "much", "hyperparams must be a number, got 'much'"),
+        (as_float, False, "hyperparams must be a number, got False"),
+    ]:
+        with pytest.raises(MlopsError, match=message):
+            coerce(value, "hyperparams")
 
 
 def test_a_failing_training_function_ends_its_run_failed_with_the_message(tmp_path, snapshot, embedded_client):

@@ -23,7 +23,7 @@ from typing import Any
 
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.formats import data_files
-from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
+from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore, is_snapshot_id
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.utils.imports import source_file
 
@@ -49,6 +49,40 @@ class EtlInput:
     def describe(self) -> dict[str, Any]:
         described = {"path": str(self.path)} if self.snapshot_id is None else {"snapshot_id": self.snapshot_id, "uri": self.uri}
         return {**described, "format": self.data_format} if self.data_format else described
+
+
+def input_path(name: str, value: Any) -> Path | None:
+    """The local path an ETL input names, or None when it names a snapshot; an error when it is neither or both.
+
+    A snapshot is a snapshot-producing task's result (a dict), a URI ``<store>#<id>`` or a bare id (hex,
+    six characters or more); a path is a ``Path`` or text naming an existing file or folder. Text
+    that reads both ways (a folder ``deadbeef`` in the working directory, a file ``a#b``) is refused
+    rather than guessed: ``./deadbeef`` or ``<store>#deadbeef`` says which is meant.
+    """
+    if isinstance(value, Path):
+        return _existing(name, value)
+    if isinstance(value, dict):
+        return None
+    text = str(value)
+    as_snapshot = "#" in text or is_snapshot_id(text)
+    path = Path(text).expanduser()
+    if not path.exists():
+        if as_snapshot:
+            return None
+        raise EtlError(f"inputs[{name!r}]: {text} is neither an existing path nor a snapshot id or URI")
+    if as_snapshot:
+        which = ("a pathlib.Path for the path" if "#" in text
+                 else f"'./{text}' for the path or '<store>#{text}' for the snapshot")
+        raise EtlError(f"inputs[{name!r}]: {text!r} names both the existing path {path.absolute()} and a snapshot "
+                       f"{'URI' if '#' in text else 'id'}; give {which}")
+    return path.absolute()
+
+
+def _existing(name: str, path: Path) -> Path:
+    path = path.expanduser()
+    if not path.exists():
+        raise EtlError(f"inputs[{name!r}]: {path} is not an existing path")
+    return path.absolute()
 
 
 def code_identity(code: Callable[..., Any] | str | os.PathLike) -> dict[str, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
+from airflow.sdk.exceptions import AirflowException, AirflowNotFoundException
 
 from airflow_mlops.errors import MlopsError
 
@@ -26,17 +26,33 @@ def optional_connection(hook: BaseHook, conn_id: str | None) -> Any | None:
         raise
 
 
-_DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
+#: SQLAlchemy driver of a postgres connection's URL: psycopg2, which the ``postgres`` extra declares.
+POSTGRES_DRIVER = "postgresql+psycopg2"
 
 
-def database_url(conn: Any, conn_id: str) -> Any:
-    """The SQLAlchemy URL of a database connection: its extra ``url``, else built from a postgres or mysql connection."""
-    from sqlalchemy.engine import URL, make_url
+def database_url(conn: Any) -> Any:
+    """The SQLAlchemy URL of a database connection: its extra ``url``, else the one its provider's hook builds.
 
-    if conn.extra_dejson.get("url"):
-        return make_url(conn.extra_dejson["url"])
-    driver = _DRIVERS.get(conn.conn_type)
-    if driver is None:
-        raise MlopsError(f"connection {conn_id}: type {conn.conn_type!r} is not a database type; give it an extra 'url'")
-    return URL.create(driver, username=conn.login or None, password=conn.password or None,
-                      host=conn.host or None, port=conn.port, database=conn.schema or None)
+    For a ``postgres`` connection that is ``PostgresHook.sqlalchemy_url`` (the ``postgres`` extra),
+    with its ``sqlalchemy_query`` extra, and psycopg2 (the driver that extra declares) unless its
+    ``sqlalchemy_scheme`` extra names another; a type whose hook builds no URL needs the extra ``url``.
+    """
+    from sqlalchemy.engine import make_url
+
+    extra = conn.extra_dejson
+    if extra.get("url"):
+        return make_url(extra["url"])
+    hook_params = {"sqlalchemy_scheme": extra.get("sqlalchemy_scheme") or POSTGRES_DRIVER} if conn.conn_type == "postgres" else {}
+    try:
+        return conn.get_hook(hook_params=hook_params).sqlalchemy_url
+    except (AirflowException, AttributeError, NotImplementedError) as error:
+        raise MlopsError(
+            f"connection {conn.conn_id}: no SQLAlchemy URL for type {conn.conn_type!r} ({error}); give it an extra 'url'"
+        ) from None
+
+
+def connection_database_url(conn_id: str | None) -> str | None:
+    """``database_url`` of the connection ``conn_id`` as text with its password, for SQLAlchemy; None without an id."""
+    if not conn_id:
+        return None
+    return database_url(BaseHook.get_connection(conn_id)).render_as_string(hide_password=False)

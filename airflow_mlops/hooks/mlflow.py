@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property, wraps
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from airflow.sdk import BaseHook
 
@@ -40,8 +42,9 @@ class MlflowHook(BaseHook):
     and password for basic auth, or a password alone as a bearer token; extras ``registry_uri``
     (a separate registry), ``ui_url`` (base URL for links, when it differs) and ``tracking_uri``
     (any MLflow store URI, overriding host/port). Credentials go to MLflow's requests to the tracking
-    server during this hook's session only (see :mod:`airflow_mlops.tracking.auth`), never to another
-    host, the environment or logs.
+    server only (see :mod:`airflow_mlops.tracking.auth`), never to another host, the environment or
+    logs: during each call of ``get_conn``'s client, and during a ``tracking_session`` block (which
+    serves MLflow's fluent API too).
 
     With no connection ``mlflow_default`` configured it uses the embedded store: SQLite at
     ``$AIRFLOW_HOME/airflow_mlops/mlflow.db`` with artifacts in ``$AIRFLOW_HOME/airflow_mlops/mlartifacts``.
@@ -105,21 +108,23 @@ class MlflowHook(BaseHook):
 
         Afterwards MLflow's tracking and registry URIs and the process environment are as they were.
         """
-        import mlflow
-
         from airflow_mlops.tracking.auth import credentials_scope
 
         settings = self.settings
         with _mlflow_uris(settings.tracking_uri, settings.registry_uri), credentials_scope(
             settings.auth_header, settings.tracking_uri
         ):
-            yield mlflow.MlflowClient(settings.tracking_uri, settings.registry_uri)
+            yield self.get_conn()
 
     def get_conn(self) -> MlflowClient:
-        """An MlflowClient for this server. Use ``tracking_session`` where the server needs credentials."""
-        import mlflow
+        """An MlflowClient for this connection's server, sending its credentials on each of its calls.
 
-        return mlflow.MlflowClient(self.settings.tracking_uri, self.settings.registry_uri)
+        Each public method of the client runs in the connection's credentials scope (see
+        :mod:`airflow_mlops.tracking.auth`), artifact transfers of the call included; between calls
+        the credentials are nowhere. MLflow's fluent API (``mlflow.log_metric``) needs ``tracking_session``.
+        """
+        settings = self.settings
+        return _credentialed_client_class()(settings.tracking_uri, settings.registry_uri, settings.auth_header)
 
     def test_connection(self) -> tuple[bool, str]:
         try:
@@ -133,6 +138,45 @@ class MlflowHook(BaseHook):
         """The MLflow UI page of a run."""
         ui = self.settings.ui_url
         return f"{ui}/#/experiments/{experiment_id}/runs/{run_id}" if ui else None
+
+    def model_version_url(self, name: str, version: str | int) -> str | None:
+        """The MLflow UI page of a registered model's version."""
+        ui = self.settings.ui_url
+        return f"{ui}/#/models/{quote(name, safe='')}/versions/{version}" if ui else None
+
+
+@cache
+def _credentialed_client_class() -> type[MlflowClient]:
+    """``MlflowClient`` whose public methods each run in the credentials scope of the client's server.
+
+    The credentials scope is process-wide (MLflow sends requests from its own worker threads too),
+    so a call's uploads and downloads carry the header, to the tracking server's origin only. Built
+    on first use, so importing the hook does not import MLflow.
+    """
+    from mlflow import MlflowClient
+
+    from airflow_mlops.tracking.auth import credentials_scope
+
+    class CredentialedMlflowClient(MlflowClient):
+        def __init__(self, tracking_uri: str, registry_uri: str, auth_header: str | None) -> None:
+            self._auth_header = auth_header
+            super().__init__(tracking_uri, registry_uri)
+
+        def __repr__(self) -> str:  # never the header
+            return f"CredentialedMlflowClient(tracking_uri={self.tracking_uri!r})"
+
+    def scoped(method: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(method)
+        def call(self: CredentialedMlflowClient, *args: Any, **kwargs: Any) -> Any:
+            with credentials_scope(self._auth_header, self.tracking_uri):
+                return method(self, *args, **kwargs)
+
+        return call
+
+    for name, member in vars(MlflowClient).items():
+        if inspect.isfunction(member) and not name.startswith("_"):
+            setattr(CredentialedMlflowClient, name, scoped(member))
+    return CredentialedMlflowClient
 
 
 @contextmanager

@@ -36,7 +36,7 @@ class OptunaStorageHook(BaseHook):
             from airflow_mlops.embedded import embedded_optuna_storage
 
             return make_url(embedded_optuna_storage())
-        return database_url(conn, self.optuna_conn_id)
+        return database_url(conn)
 
     def describe(self) -> str:
         """The storage URL without its password (for tags and logs)."""

@@ -39,18 +39,27 @@ class SnapshotStoreHook(BaseHook):
         return SnapshotStore.open(self.store, s3_client=client)
 
 
-def restore_snapshot_ref(reference: str | dict[str, Any], store: str | None, aws_conn_id: str | None) -> tuple[str, str, Path]:
+def restore_snapshot_ref(
+    reference: str | dict[str, Any], store: str | None, aws_conn_id: str | None, *, argument: str | None = None,
+) -> tuple[str, str, Path]:
     """(snapshot URI, full snapshot id, local directory with its files) for a snapshot reference.
 
     ``reference`` is a URI ``<store>#<id>``, a ``DataSnapshotOperator`` result (its ``uri``), or an id
     (or unique prefix) in ``store``. The files are restored once per id under AIRFLOW_HOME, checked
     before each reuse, and evicted least recently used first beyond ``restored_budget_bytes()``.
+    A snapshot error names ``argument``, the operator argument the reference came from, when given.
     """
+    from airflow_mlops.errors import SnapshotError
     from airflow_mlops.snapshots import parse_snapshot_ref, snapshot_uri
 
     text = reference["uri"] if isinstance(reference, dict) else reference
-    store_uri, snapshot_id = parse_snapshot_ref(text, store or default_snapshot_store())
-    snapshot_store = SnapshotStoreHook(store_uri, aws_conn_id).get_conn()
-    snapshot_id = snapshot_store.resolve(snapshot_id)
-    path = snapshot_store.materialize(snapshot_id, mlops_home() / "restored", budget_bytes=restored_budget_bytes())
+    try:
+        store_uri, snapshot_id = parse_snapshot_ref(text, store or default_snapshot_store())
+        snapshot_store = SnapshotStoreHook(store_uri, aws_conn_id).get_conn()
+        snapshot_id = snapshot_store.resolve(snapshot_id)
+        path = snapshot_store.materialize(snapshot_id, mlops_home() / "restored", budget_bytes=restored_budget_bytes())
+    except SnapshotError as error:
+        if argument is None:
+            raise
+        raise type(error)(f"{argument}={text!r}: {error}") from error
     return snapshot_uri(snapshot_store.uri, snapshot_id), snapshot_id, path

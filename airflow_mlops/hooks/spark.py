@@ -125,7 +125,10 @@ class SparkHook(BaseHook):
 
     @contextmanager
     def session(self) -> Iterator[Any]:
-        """A SparkSession with the driver in this process, stopped when the block ends, whatever happens."""
+        """A SparkSession with the driver in this process, stopped when the block ends, whatever happens.
+
+        On a local master its Python workers run this interpreter (see ``_local_python_workers``).
+        """
         require_extra("spark", "a Spark session")
         from pyspark import SparkContext
         from pyspark.sql import SparkSession
@@ -145,17 +148,18 @@ class SparkHook(BaseHook):
         conf.update(self.spark_conf)
         # pyspark would start its JVM with --conf arguments; the file it is told about instead is
         # read at start-up, so properties such as spark.driver.memory still apply.
-        with private_properties(conf) as properties, _pyspark_submit_args(properties):
-            SparkContext._ensure_initialized()  # starts the JVM, unless this process runs one already
-        # Given again through py4j, which reaches a JVM this process had started before, too.
-        spark = SparkSession.builder.config(map=conf).getOrCreate()
-        self._session = spark
-        try:
-            self._started(spark.sparkContext.applicationId, spark.sparkContext.uiWebUrl)
-            yield spark
-        finally:
-            self._session = None
-            spark.stop()
+        with _local_python_workers(conf["spark.master"]):
+            with private_properties(conf) as properties, _pyspark_submit_args(properties):
+                SparkContext._ensure_initialized()  # starts the JVM, unless this process runs one already
+            # Given again through py4j, which reaches a JVM this process had started before, too.
+            spark = SparkSession.builder.config(map=conf).getOrCreate()
+            self._session = spark
+            try:
+                self._started(spark.sparkContext.applicationId, spark.sparkContext.uiWebUrl)
+                yield spark
+            finally:
+                self._session = None
+                spark.stop()
 
     def _started(self, app_id: str, driver_ui: str | None = None) -> None:
         if self.on_start is None:
@@ -196,6 +200,24 @@ def private_properties(conf: Mapping[str, str]) -> Iterator[Path]:
 def _spark_submit_options(properties: Path) -> list[str]:
     """spark-submit options reading conf from ``properties``; without the flag it would skip spark-defaults.conf."""
     return ["--properties-file", str(properties), "--load-spark-defaults"]
+
+
+@contextmanager
+def _local_python_workers(master: str) -> Iterator[None]:
+    """On a local master, Python workers run this interpreter (PYSPARK_PYTHON, when unset) in the block.
+
+    PySpark otherwise starts ``python3`` from the PATH, which may lack what the task imports (MLflow
+    for ``spark_udf``, a transformation's UDFs). On a cluster, PYSPARK_PYTHON must name an
+    interpreter with those packages on every executor, so it is left to the deployment.
+    """
+    if "PYSPARK_PYTHON" in os.environ or not master.startswith("local"):
+        yield
+        return
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    try:
+        yield
+    finally:
+        os.environ.pop("PYSPARK_PYTHON", None)
 
 
 @contextmanager

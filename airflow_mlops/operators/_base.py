@@ -2,33 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_mlops.errors import MlopsError
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.links.mlflow import MlflowRunLink
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.utils.airflow_context import task_identity
 from airflow_mlops.utils.imports import source_file
-
-
-def parse_mapping(value: dict[str, Any] | str | None, what: str) -> dict[str, Any]:
-    """A dict given as is, or as JSON text (what a template such as ``{{ params.x | tojson }}`` renders)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise MlopsError(f"{what} are not valid JSON: {error}") from None
-    if not isinstance(value, dict):
-        raise MlopsError(f"{what} must be a mapping of names to values, got {type(value).__name__}")
-    return dict(value)
 
 
 class SnapshotModelOperator(OpenLineageMixin, BaseOperator):
@@ -90,7 +74,8 @@ class SnapshotModelOperator(OpenLineageMixin, BaseOperator):
         from airflow_mlops.tracking.request import TrainingRequest
 
         identity = task_identity(context)
-        uri, snapshot_id, data_path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
+        uri, snapshot_id, data_path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id,
+                                                        argument="input_snapshot")
         self._lineage.inputs.append(SnapshotUse(uri, data_path))
         code = code_version(getattr(context.get("dag"), "fileloc", None), source_file(train_fn))
         self._lineage.code(code.tags)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator
@@ -17,9 +14,8 @@ from airflow_mlops.hooks.spark import SparkHook
 from airflow_mlops.lineage.datasets import model_dataset
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.operators.snapshot import declare_snapshot_asset
+from airflow_mlops.predict.engine import DEFAULT_SPARK_THRESHOLD_BYTES
 from airflow_mlops.utils.airflow_context import task_identity
-
-DEFAULT_SPARK_THRESHOLD_BYTES = 512 * 1024 * 1024
 
 
 class BatchPredictOperator(OpenLineageMixin, BaseOperator):
@@ -92,6 +88,7 @@ class BatchPredictOperator(OpenLineageMixin, BaseOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.predict import PredictInput, batch_predict, resolve_model
+        from airflow_mlops.predict.engine import scores_in_spark
 
         lineage = self.start_lineage(context)
         hook = MlflowHook(self.mlflow_conn_id)
@@ -102,13 +99,14 @@ class BatchPredictOperator(OpenLineageMixin, BaseOperator):
                 lineage.inputs.append(model_dataset(hook.settings.registry_uri, model.name, model.version))
             self.log.info("Scoring with %s (registered %s version %s, run %s)", model.model_uri, model.name,
                           model.version, model.run_id)
-            uri, snapshot_id, path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id)
+            uri, snapshot_id, path = restore_snapshot_ref(self.input_snapshot, self.store, self.aws_conn_id,
+                                                          argument="input_snapshot")
             source = PredictInput(path, snapshot_id, uri)
             lineage.inputs.append(SnapshotUse(uri, path))
             spark_session = None
-            if self.spark_conn_id or source.size_bytes() > self.spark_threshold_bytes:
+            if scores_in_spark(source, spark_requested=bool(self.spark_conn_id), threshold_bytes=self.spark_threshold_bytes):
                 self._spark = SparkHook(self.spark_conn_id, self.conf, app_name=f"{self.dag_id}.{self.task_id}")
-                spark_session = self._spark_session
+                spark_session = self._spark.session
             store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
             record, rows = batch_predict(
                 store, source, model, key_columns=list(self.key_columns), prediction_column=self.prediction_column,
@@ -123,24 +121,6 @@ class BatchPredictOperator(OpenLineageMixin, BaseOperator):
             key: result[key] for key in ("snapshot_id", "uri", "model_name", "model_version", "model_uri")
         } | {"parents": [snapshot_id]}
         return result
-
-    @contextmanager
-    def _spark_session(self) -> Iterator[Any]:
-        """The hook's session; on a local master its Python workers run this interpreter, as ``spark_udf`` needs.
-
-        ``spark_udf(env_manager="local")`` scores in the workers' Python, which PySpark takes from
-        PYSPARK_PYTHON (else ``python3`` on the PATH, maybe without MLflow); on a cluster, set
-        PYSPARK_PYTHON to an interpreter with the model's dependencies on every executor.
-        """
-        previous = os.environ.get("PYSPARK_PYTHON")
-        if previous is None and self._spark.master().startswith("local"):
-            os.environ["PYSPARK_PYTHON"] = sys.executable
-        try:
-            with self._spark.session() as spark:
-                yield spark
-        finally:
-            if previous is None:
-                os.environ.pop("PYSPARK_PYTHON", None)
 
     def on_kill(self) -> None:
         """Airflow is stopping the task: cancel the Spark jobs scoring."""

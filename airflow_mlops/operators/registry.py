@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import BaseHook, BaseOperator
+from airflow.sdk import BaseOperator
 
-from airflow_mlops.hooks.base import database_url
+from airflow_mlops.hooks.base import connection_database_url
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.lineage.datasets import model_dataset
 from airflow_mlops.links.registry import MlflowModelVersionLink
-from airflow_mlops.operators._base import parse_mapping
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.utils.airflow_context import task_identity
+from airflow_mlops.utils.templated import as_float, as_mapping
 
 
 class RegisterModelOperator(OpenLineageMixin, BaseOperator):
@@ -100,13 +100,6 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
         self.store = store
         self.aws_conn_id = aws_conn_id
 
-    def lock_url(self) -> str | None:
-        """The SQLAlchemy URL of ``lock_conn_id``'s database (the rule of every database connection here)."""
-        if not self.lock_conn_id:
-            return None
-        url = database_url(BaseHook.get_connection(self.lock_conn_id), self.lock_conn_id)
-        return url.render_as_string(hide_password=False)
-
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.tracking.tags import SNAPSHOT_URI_TAG
         from airflow_mlops.registry.gate import GateRule
@@ -116,16 +109,15 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
         lineage = self.start_lineage(context)
 
         rule = GateRule(
-            metric=self.metric or None, direction=self.direction, min_improvement=float(self.min_improvement),
-            relative=self.relative_improvement, floor=self.floor,
-            guard_metrics={k: float(v) for k, v in parse_mapping(self.guard_metrics, "guard_metrics").items()},
+            metric=self.metric or None, direction=self.direction,
+            min_improvement=as_float(self.min_improvement, "min_improvement"), relative=self.relative_improvement,
+            floor=self.floor, guard_metrics={name: as_float(tolerance, f"guard_metrics[{name!r}]") for name, tolerance
+                                             in as_mapping(self.guard_metrics, "guard_metrics").items()},
         )
         hook = MlflowHook(self.mlflow_conn_id)
 
         def linked(version: Any) -> None:
-            url = hook.settings.ui_url
-            if url:
-                MlflowModelVersionLink.persist(context, f"{url}/#/models/{version.name}/versions/{version.version}")
+            MlflowModelVersionLink.persist(context, hook.model_version_url(version.name, version.version))
             self.log.info("Model %s version %s", version.name, version.version)
 
         with hook.tracking_session() as client:
@@ -138,8 +130,8 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
                 client, self.model_name, self.training,
                 restore=lambda uri: restore_snapshot_ref(uri, self.store, self.aws_conn_id)[2],
                 rule=rule, aliases=Aliases(self.champion_alias, self.challenger_alias, self.previous_alias),
-                identity=task_identity(context), description=self.description, lock_url=self.lock_url(),
-                on_registered=linked,
+                identity=task_identity(context), description=self.description,
+                lock_url=connection_database_url(self.lock_conn_id), on_registered=linked,
             )
         lineage.outputs.append(model_dataset(hook.settings.registry_uri, result["name"], result["version"]))
         self.log.info("Gate: version %s -> %s (%s)", result["version"], result["decision"], result["reason"])

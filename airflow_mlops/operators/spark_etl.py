@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, BaseOperator
@@ -45,7 +44,8 @@ class SparkETLOperator(OpenLineageMixin, BaseOperator):
     each table's schema), the transformation's code digest in the ``airflowMlops`` run facet.
 
     :param inputs: ``{name: snapshot}`` (templated): a DataSnapshotOperator or SparkETLOperator result
-        (``task.output``), ``<store>#<id>``, an id in ``store``, or a file or directory path.
+        (``task.output``), ``<store>#<id>``, an id in ``store``, or an existing file or directory path;
+        text naming both a path and a snapshot (a folder ``deadbeef``) is refused, see ``etl.spark.input_path``.
     :param transform: callable or dotted path ``transform(spark, inputs, **transform_kwargs)`` taking
         ``{name: DataFrame}`` and returning a DataFrame, or ``{name: DataFrame}`` (a folder each).
     :param application: a PySpark file (or jar) run through ``spark-submit`` instead of ``transform``;
@@ -117,17 +117,13 @@ class SparkETLOperator(OpenLineageMixin, BaseOperator):
         return [self._resolve_input(name, value) for name, value in self.inputs.items()]
 
     def _resolve_input(self, name: str, value: Any) -> Any:
-        """One input: an existing path as is, or a snapshot (id, URI or XCom result) restored."""
-        from airflow_mlops.etl.spark import EtlInput
-        from airflow_mlops.snapshots import is_snapshot_id
+        """One input: a path as is, or a snapshot (id, URI or XCom result) restored."""
+        from airflow_mlops.etl.spark import EtlInput, input_path
 
-        is_path = isinstance(value, (str, Path)) and "#" not in str(value) and not is_snapshot_id(str(value))
-        if is_path:
-            path = Path(value).expanduser().absolute()
-            if not path.exists():
-                raise MlopsError(f"input {name!r}: {value} is neither an existing path nor a snapshot id or URI")
+        path = input_path(name, value)
+        if path is not None:
             return EtlInput(name, path, data_format=self.input_format)
-        uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id)
+        uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id, argument=f"inputs[{name!r}]")
         return EtlInput(name, path, snapshot_id, uri, self.input_format)
 
     def execute(self, context: Any) -> dict[str, Any]:

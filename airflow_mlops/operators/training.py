@@ -7,7 +7,8 @@ from typing import Any
 
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.links.mlflow import MlflowRunLink
-from airflow_mlops.operators._base import SnapshotModelOperator, parse_mapping
+from airflow_mlops.operators._base import SnapshotModelOperator
+from airflow_mlops.utils.templated import as_mapping
 
 
 class MLflowTrainOperator(SnapshotModelOperator):
@@ -56,7 +57,7 @@ class MLflowTrainOperator(SnapshotModelOperator):
 
         lineage = self.start_lineage(context)
         train_fn = import_object(self.train_fn) if isinstance(self.train_fn, str) else self.train_fn
-        request = self.training_request(context, hyperparams=parse_mapping(self.hyperparams, "hyperparams"), train_fn=train_fn)
+        request = self.training_request(context, hyperparams=as_mapping(self.hyperparams, "hyperparams"), train_fn=train_fn)
         prepared = prepare(request)
 
         hook = MlflowHook(self.mlflow_conn_id)

@@ -9,6 +9,7 @@ from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.optuna import OptunaStorageHook
 from airflow_mlops.links.mlflow import MlflowRunLink
 from airflow_mlops.operators._base import SnapshotModelOperator
+from airflow_mlops.utils.templated import as_int
 
 
 class OptunaTuneOperator(SnapshotModelOperator):
@@ -121,8 +122,8 @@ class OptunaTuneOperator(SnapshotModelOperator):
         training = self.training_request(context, hyperparams={}, train_fn=None)
         data = prepare(training)
         request = tuning_request(
-            training, data, n_trials=self.n_trials, space=space, objective=objective, metric=self.metric,
-            direction=self.direction, cv=self.cv, validation_size=self.validation_size, n_jobs=self.n_jobs,
+            training, data, n_trials=as_int(self.n_trials, "n_trials"), space=space, objective=objective,
+            metric=self.metric, direction=self.direction, cv=as_int(self.cv, "cv"), validation_size=self.validation_size, n_jobs=self.n_jobs,
             timeout=self.timeout, sampler=self.sampler, pruner=self.pruner, study_name=self.study_name,
         )
         lineage.run["studyName"] = request.study_name
