@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,17 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | 
                 return True
         time.sleep(0.1)
     return False
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 120.0, interval: float = 0.01) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` seconds pass (False): a bounded wait on an event,
+    generous so that a slow machine only waits longer, never fails."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+    return True
 
 
 def stop_process(process: subprocess.Popen, timeout: float = 20) -> None:

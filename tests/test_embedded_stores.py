@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-from tests.conftest import REPO
+from tests.conftest import REPO, wait_until
 
-# Opens the default stores through the hooks, as a task does, once the start file appears (so the
-# processes meet the fresh stores together, their imports done), then writes to both.
+# Once its imports are done it says so with a ready file, and once the start file appears (so the
+# processes meet the fresh stores together) it opens the default stores through the hooks, as a task
+# does, then writes to both.
 FIRST_USE = """
 import os, sys, time
 from pathlib import Path
@@ -20,6 +19,7 @@ from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.optuna import OptunaStorageHook
 import mlflow, optuna
 start = Path(sys.argv[1])
+Path(f"{start}.ready-{sys.argv[2]}").touch()
 while not start.exists():
     time.sleep(0.005)
 client = MlflowHook().get_conn()
@@ -38,7 +38,9 @@ def _python(code: str, *args: str, **kwargs) -> subprocess.Popen:
 def test_eight_processes_opening_fresh_default_stores_at_once_all_succeed(airflow_home, tmp_path):
     start = tmp_path / "start"
     processes = [_python(FIRST_USE, str(start), str(i)) for i in range(8)]
-    time.sleep(8)  # let every process finish importing and wait at the start line
+    ready = [tmp_path / f"start.ready-{i}" for i in range(8)]
+    assert wait_until(lambda: all(path.exists() for path in ready) or any(p.poll() is not None for p in processes)), \
+        "the processes never all reached the start line"
     start.touch()
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     assert [p.returncode for p in processes] == [0] * 8, "\n---\n".join(o[-3000:] for o in outputs)
@@ -56,13 +58,19 @@ def test_eight_processes_opening_fresh_default_stores_at_once_all_succeed(airflo
 def test_process_killed_while_creating_the_store_leaves_one_the_next_process_opens(airflow_home):
     home = airflow_home / "airflow_mlops"
     creator = _python("from airflow_mlops.embedded import embedded_tracking_store; embedded_tracking_store()")
-    deadline = time.monotonic() + 120
-    staging: list[Path] = []
-    while not staging and creator.poll() is None and time.monotonic() < deadline:
-        staging = list(home.glob(".mlflow.db.*.building")) if home.exists() else []
-        time.sleep(0.01)
-    assert staging, "the creator never started building the store"
-    time.sleep(0.3)  # MLflow's migrations are under way
+
+    def schema_being_written() -> bool:
+        """The staging file holds the first committed tables, and is not yet renamed into place."""
+        for staging in home.glob(".mlflow.db.*.building") if home.exists() else ():
+            try:
+                if staging.stat().st_size > 0:
+                    return True
+            except FileNotFoundError:  # renamed meanwhile: the build finished
+                pass
+        return False
+
+    assert wait_until(lambda: schema_being_written() or creator.poll() is not None, interval=0.002), \
+        "the creator never started building the store"
     os.kill(creator.pid, signal.SIGKILL)
     creator.wait()
     assert creator.returncode == -signal.SIGKILL, "the creator finished before it could be killed"

@@ -10,6 +10,7 @@ import json
 import os
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ from tests.conftest import (
     classification_snapshot,
     mlflow_connection_env,
     run_cli,
+    wait_until,
 )
 from tests.task_process import attempt_config, run_attempt, run_in_process
 
@@ -208,6 +210,37 @@ def test_concurrent_promotions_end_with_the_best_as_champion(
     assert len(client.search_model_versions(f"name = '{model_name}'")) == 5
 
 
+def waiting_for_promotion_lock(model_name: str, lock_url: str) -> bool:
+    """Whether a contender is blocked on the model's promotion lock: a waiting advisory lock on its key in
+    PostgreSQL's ``pg_locks``, or (file lock) a blocked ``flock`` of this process on a registry lock file in
+    the kernel's ``/proc/locks``."""
+    if lock_url:
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.pool import NullPool
+
+        from airflow_mlops.registry.locks import lock_key
+
+        key = lock_key(model_name) & 0xFFFF_FFFF_FFFF_FFFF  # pg_locks shows a bigint key as two unsigned halves
+        engine = create_engine(lock_url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                return bool(connection.execute(text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    " AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1"),
+                    {"high": key >> 32, "low": key & 0xFFFF_FFFF}).scalar())
+        finally:
+            engine.dispose()
+    from airflow_mlops.config import mlops_home
+
+    inodes = {path.stat().st_ino for path in (mlops_home() / "locks").glob("registry-*.lock")}
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()  # "7: -> FLOCK  ADVISORY  WRITE <pid> <major>:<minor>:<inode> 0 EOF" for a waiter
+        if fields[1] == "->" and fields[2] == "FLOCK" and int(fields[5]) == os.getpid():
+            if int(fields[6].rsplit(":", 1)[1]) in inodes:
+                return True
+    return False
+
+
 @pytest.mark.parametrize("kind", ["file", pytest.param("postgres", marks=pytest.mark.postgres)])
 def test_the_promotion_lock_keeps_other_processes_out_until_released(kind, tmp_path, request):
     """Another process holds the lock: this one waits, and gets it once the other lets go."""
@@ -242,7 +275,8 @@ def test_the_promotion_lock_keeps_other_processes_out_until_released(kind, tmp_p
             pass
         waiter = threading.Thread(target=take)
         waiter.start()
-        assert not got.wait(1.0), "took a lock another process holds"
+        assert wait_until(lambda: got.is_set() or waiting_for_promotion_lock("model-a", url), timeout=60)
+        assert not got.is_set(), "took a lock another process holds"
         release.touch()
         assert got.wait(30), "never got the lock after the holder released it"
         waiter.join()

@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from airflow_mlops.snapshots import gc as gc_module
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.snapshots.ingest import Ingest
 from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT
+from tests.conftest import wait_until
 from tests.test_snapshot_store import TREE, make_tree, read_tree, store_bytes
 
 BIG = 1536 * 1024  # above the pack limit: a loose object
@@ -177,10 +177,8 @@ def test_the_dedup_race_an_in_flight_snapshot_reusing_garbage_keeps_it(tmp_path,
     assert found_objects.wait(30)
     collector = threading.Thread(target=lambda: racing.update(report=SnapshotStore.open(str(store_dir)).gc(grace_seconds=0)))
     collector.start()
-    deadline = time.monotonic() + 30
-    while not planned and time.monotonic() < deadline:
-        time.sleep(0.01)
-    time.sleep(0.5)  # gc has planned, and waits for the snapshot's shared lock
+    # gc has planned and waits for the snapshot's shared lock: its exclusive lock is written, kept while it waits
+    assert wait_until(lambda: any((store_dir / "locks").glob("exclusive.*")) or not collector.is_alive(), timeout=30)
     assert planned == [{False}] and collector.is_alive()
     go_on.set()
     snapshotter.join(30)
@@ -211,12 +209,16 @@ while True:
         break
 """
 
+#: How many gc runs that deleted snapshots the collector makes before it stops: a count, not a time
+#: window, so the race is run as often on a slow machine as on a fast one.
+COLLECTING_RUNS = 20
+
 COLLECTOR = """
-import sys, os
+import sys
 from airflow_mlops.snapshots import SnapshotStore
-store_dir, stop_file = sys.argv[1:]
+store_dir, collecting_runs = sys.argv[1], int(sys.argv[2])
 runs = 0
-while not os.path.exists(stop_file):
+while runs < collecting_runs:
     store = SnapshotStore.open(store_dir)
     store.forget(store.snapshot_ids(), reason="everything, all the time")
     runs += bool(store.gc(grace_seconds=0).deleted_snapshots)
@@ -232,17 +234,20 @@ def test_snapshots_racing_a_gc_that_forgets_everything_lose_nothing(tmp_path):
     shared["big.bin"] = os.urandom(PACK_OBJECT_LIMIT + 1000)
     trees = [str(make_tree(tmp_path / f"tree-{n}", {**shared, f"own-{n}.txt": f"{n}".encode()})) for n in range(4)]
     SnapshotStore.open(str(store_dir)).snapshot(trees[0])
-    stop_gc, stop_snapshots = tmp_path / "stop-gc", tmp_path / "stop-snapshots"
+    stop_snapshots = tmp_path / "stop-snapshots"
     python = [sys.executable, "-c"]
     snapshotters = [subprocess.Popen([*python, SNAPSHOTTER, str(store_dir), str(stop_snapshots), *trees[n::2]],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (0, 1)]
-    collector = subprocess.Popen([*python, COLLECTOR, str(store_dir), str(stop_gc)],
+    collector = subprocess.Popen([*python, COLLECTOR, str(store_dir), str(COLLECTING_RUNS)],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)
-    stop_gc.touch()
-    collector.wait(120)
-    stop_snapshots.touch()  # their last round is taken after the collector stopped: nothing forgets it
-    outputs = [process.communicate(timeout=120) for process in (*snapshotters, collector)]
+    try:
+        collector.wait(600)
+        stop_snapshots.touch()  # their last round is taken after the collector stopped: nothing forgets it
+        outputs = [process.communicate(timeout=120) for process in (*snapshotters, collector)]
+    finally:
+        for process in (*snapshotters, collector):
+            if process.poll() is None:
+                process.kill()
     assert [p.returncode for p in (*snapshotters, collector)] == [0, 0, 0], [err for _out, err in outputs]
     assert int(outputs[2][0]) >= 3, outputs[2]  # gc did delete snapshots, repeatedly, while they were taken
 

@@ -8,7 +8,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,7 @@ from airflow_mlops.snapshots.backends import LocalBackend
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT, PACK_TARGET, decode_index
 from airflow_mlops.snapshots.records import ManifestEntry, encode_manifest
+from tests.conftest import wait_until
 from tests.test_snapshot_store import flip_byte, make_tree, packed_at, read_tree
 
 MIXED = {
@@ -154,17 +154,24 @@ else:
 """
 
 
-def run_and_kill(store_dir: Path, after_s: float | None, *args: str) -> tuple[bool, float]:
-    """Run a snapshot (or a gc after forgetting every snapshot but one) in a child, SIGKILL it ``after_s`` after it is
-    ready (None: let it finish); (True if it was killed before it finished, seconds from ready to its end)."""
+def stored_files(store_dir: Path) -> set[Path]:
+    """The store's packs, pack indexes and loose objects (manifests among them): what snapshots add and gc deletes.
+    (``os.walk`` passes over a folder that gc deletes while it looks.)"""
+    return {Path(folder, name) for top in ("packs", "objects") for folder, _, names in os.walk(store_dir / top)
+            for name in names}
+
+
+def run_and_kill(store_dir: Path, after_changes: int, *args: str) -> bool:
+    """Run a snapshot (or a gc after forgetting every snapshot but one) in a child, and SIGKILL it as soon as
+    ``after_changes`` of the store's packs and objects have appeared or gone; True if it was killed before it
+    finished. Kill moments are events of the work itself, so they land mid-way however fast this machine is."""
+    before = stored_files(store_dir)
     child = subprocess.Popen([sys.executable, "-c", KILLABLE, str(store_dir), *args], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline() == "ready\n"
-    ready = time.monotonic()
-    if after_s is not None:
-        time.sleep(after_s)
-        child.send_signal(signal.SIGKILL)
-    killed = child.wait(60) == -signal.SIGKILL
-    return killed, time.monotonic() - ready
+    assert wait_until(lambda: len(stored_files(store_dir) ^ before) >= after_changes or child.poll() is not None,
+                      interval=0.001)
+    child.send_signal(signal.SIGKILL)
+    return child.wait(60) == -signal.SIGKILL
 
 
 def tree_of_round(root: Path, round_number: int) -> Path:
@@ -177,16 +184,15 @@ def tree_of_round(root: Path, round_number: int) -> Path:
 def test_snapshots_and_gcs_killed_at_random_points_leave_a_store_that_verifies_clean(tmp_path):
     """SIGKILL at random moments of real snapshots (small files, packs, large files) and of gcs.
 
-    The moments are drawn within the time an uninterrupted snapshot of such a tree takes here (measured
-    first), so the kills land mid-way however fast this machine is."""
+    A snapshot of such a tree writes 2 packs, their 2 indexes, 3 loose objects and a manifest before its
+    record: each is killed once 1 to 6 of those are there, so before its record."""
     rng = random.Random(14)
     store_dir = tmp_path / "store"
-    _, whole_s = run_and_kill(tmp_path / "timing-store", None, "snapshot", str(tree_of_round(tmp_path / "timing", 99)))
     killed = 0
     for round_number in range(6):
         src = tree_of_round(tmp_path, round_number)
         files = read_tree(src)
-        was_killed, _ = run_and_kill(store_dir, rng.uniform(0.0, 0.8 * whole_s), "snapshot", str(src))
+        was_killed = run_and_kill(store_dir, rng.randint(1, 6), "snapshot", str(src))
         store = SnapshotStore.open(str(store_dir))
         killed += was_killed and str(src) not in {record.source for record in store.records()}  # before its record
         assert store.verify() == []  # a record only for a whole snapshot; every object there intact
@@ -197,7 +203,7 @@ def test_snapshots_and_gcs_killed_at_random_points_leave_a_store_that_verifies_c
     for _round in range(4):
         for n in range(5):
             store.snapshot(tmp_path / f"src-{n}")
-        run_and_kill(store_dir, rng.uniform(0.0, 0.4), "gc", kept)
+        run_and_kill(store_dir, rng.randint(1, 20), "gc", kept)  # of some 40: 5 forgotten snapshots' files
         assert kept in store.snapshot_ids() and store.verify() == []
     store.restore(kept, tmp_path / "out")
     assert read_tree(tmp_path / "out") == files

@@ -443,17 +443,22 @@ def test_a_trial_gives_up_its_slot_when_n_trials_before_it_are_complete_or_under
 
 def test_in_a_shared_study_a_trial_no_worker_marked_is_failed_once_older_than_the_grace_period(airflow_home):
     """It may be a live worker's, about to mark it; a dead worker's may never have sent a heartbeat to go stale."""
+    from datetime import datetime, timedelta
+
     import optuna
+    import sqlalchemy
 
     from airflow_mlops.hooks.optuna import OptunaStorageHook
     from airflow_mlops.tuning.study import fail_trials_of_dead_attempts
 
-    storage = OptunaStorageHook().get_storage(heartbeat_interval=1, grace_period=2)
+    storage = OptunaStorageHook().get_storage(heartbeat_interval=1, grace_period=60)  # no machine is that slow
     study = optuna.create_study(study_name="unmarked", storage=storage)
-    study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
     fail_trials_of_dead_attempts(study, storage, "retrain.run-1.tune.0", shared=True)
     assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
-    time.sleep(2.2)
+    with storage.engine.begin() as connection:  # the trial started just over the grace period ago (Optuna's naive local time)
+        connection.execute(sqlalchemy.text("UPDATE trials SET datetime_start = :start WHERE trial_id = :id"),
+                           {"start": datetime.now() - timedelta(seconds=61), "id": trial._trial_id})
     fail_trials_of_dead_attempts(study, storage, "retrain.run-1.tune.0", shared=True)
     assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]  # and re-queued
 
