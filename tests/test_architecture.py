@@ -7,7 +7,6 @@ a circle, core modules import no Airflow, and no core module outgrows one job (~
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent.parent / "airflow_mlops"

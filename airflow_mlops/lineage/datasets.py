@@ -26,7 +26,7 @@ class DatasetRef:
 
 
 def snapshot_dataset(record: Any) -> DatasetRef:
-    """The dataset a :class:`~airflow_mlops.snapshots.store.SnapshotRecord` is a version of."""
+    """The dataset a :class:`~airflow_mlops.snapshots.records.SnapshotRecord` is a version of."""
     airflow = record.airflow or {}
     if airflow.get("dag_id") and airflow.get("task_id"):
         name = f"{airflow['dag_id']}/{airflow['task_id']}"

@@ -7,19 +7,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 
-from airflow_mlops.errors import MlopsError
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
-
-
-def parse_flag(value: Any, what: str) -> bool:
-    """A bool given as is, or as the text a template renders (``True``/``false``)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text not in ("true", "false"):
-        raise MlopsError(f"{what} must be true or false, got {value!r}")
-    return text == "true"
+from airflow_mlops.utils.templated import as_flag
 
 
 class RetentionOperator(BaseOperator):
@@ -80,7 +70,7 @@ class RetentionOperator(BaseOperator):
         from airflow_mlops.retention import KeepRules, apply_retention
 
         rules = KeepRules.parse(self.keep_last, self.keep_daily, self.keep_weekly)
-        dry_run = parse_flag(self.dry_run, "dry_run")
+        dry_run = as_flag(self.dry_run, "dry_run")
         store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
         report = apply_retention(
             store, MlflowHook(self.mlflow_conn_id).tracking_session, rules, collect_garbage=self.collect_garbage,
