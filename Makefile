@@ -81,10 +81,10 @@ test: $(INSTALLED)
 test-floor: $(INSTALLED)
 	rm -rf $(FLOOR_VENV)
 	$(VENV)/bin/uv venv --quiet --python $(PYTHON) $(FLOOR_VENV)
-	$(VENV)/bin/uv pip install --quiet --python $(FLOOR_VENV)/bin/python --resolution lowest-direct '.[spark]' \
+	$(VENV)/bin/uv pip install --quiet --python $(FLOOR_VENV)/bin/python --resolution lowest-direct '.[spark,postgres]' \
 		$$(grep -E '^(pytest|pytest-timeout|jsonschema)==' requirements.lock)
 	@$(VENV)/bin/uv pip list --python $(FLOOR_VENV)/bin/python 2>/dev/null \
-		| grep -E '^(apache-airflow|apache-airflow-providers-(amazon|apache-spark|openlineage|common-compat)|mlflow|optuna|pandas|scikit-learn|blake3|pyspark|pyspark-client) '
+		| grep -E '^(apache-airflow|apache-airflow-providers-(amazon|apache-spark|openlineage|common-compat|postgres)|mlflow|optuna|pandas|scikit-learn|blake3|pyspark|pyspark-client|psycopg2-binary) '
 	$(FLOOR_VENV)/bin/python -m pytest -q -ra -m floor -p no:cacheprovider --durations=30
 
 bench: $(INSTALLED)

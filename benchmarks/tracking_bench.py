@@ -1,5 +1,5 @@
 """Cost of tracking: the same scikit-learn training (a) plain, (b) with hand-written MLflow calls,
-(c) through MLflowTrainOperator, all on the embedded SQLite store. Prints medians, c/b (target <= 1.15)
+(c) through MlflowTrainOperator, all on the embedded SQLite store. Prints medians, c/b (target <= 1.15)
 and the operator's fixed overhead over plain training, c-a (target <= 1.0 s on the 2-core dev machine).
 
 (b) records what (c) records, written by hand as well as a user could: params, the input dataset,
@@ -82,10 +82,10 @@ def hand_written(frame, experiment_id: str, data_path: Path) -> None:
 
 
 def through_operator(snapshot_uri: str, attempt: int) -> None:
-    from airflow_mlops.operators import MLflowTrainOperator
+    from airflow_mlops.operators import MlflowTrainOperator
 
     run_task(
-        MLflowTrainOperator, dag_id="tracking_bench", run_id=f"bench-{attempt}",
+        MlflowTrainOperator, dag_id="tracking_bench", run_id=f"bench-{attempt}",
         task_id="train", input_snapshot=snapshot_uri, target="label",
         estimator="sklearn.ensemble.RandomForestClassifier", hyperparams=ESTIMATOR_PARAMS,
         experiment_name="bench-operator",
@@ -122,7 +122,7 @@ def main() -> None:
         print(f"\n{args.rows} rows x 20 features, RandomForest {ESTIMATOR_PARAMS}, {args.rounds} rounds (medians)")
         print(f"(a) plain sklearn                      {a:7.3f} s   rounds: {' '.join(f'{t:.3f}' for t in times['a'])}")
         print(f"(b) hand-written mlflow                {b:7.3f} s   rounds: {' '.join(f'{t:.3f}' for t in times['b'])}")
-        print(f"(c) MLflowTrainOperator                {c:7.3f} s   rounds: {' '.join(f'{t:.3f}' for t in times['c'])}")
+        print(f"(c) MlflowTrainOperator                {c:7.3f} s   rounds: {' '.join(f'{t:.3f}' for t in times['c'])}")
         print(f"c/b                                    {c / b:7.3f}     (target <= 1.15)")
         print(f"c-a (operator's fixed overhead)        {c - a:7.3f} s   (target <= 1.0 s); b-a {b - a:.3f} s")
 

@@ -30,7 +30,7 @@ from airflow_mlops.etl.fraud import FEATURE_COLUMNS, KEY, LABEL
 from airflow_mlops.operators import (
     BatchPredictOperator,
     DataSnapshotOperator,
-    MLflowTrainOperator,
+    MlflowTrainOperator,
     OptunaTuneOperator,
     RegisterModelOperator,
     SparkETLOperator,
@@ -95,7 +95,7 @@ def retrain_and_score(raw_snapshot: Any) -> None:
         task_id="tune_fraud_model", study_name="fraud_detection.{{ run_id }}", search_space=SEARCH_SPACE,
         n_trials="{{ params.n_trials }}", metric="roc_auc", **model,
     ).expand(n_jobs=tuning_slots())
-    train = MLflowTrainOperator(task_id="train_fraud_model", hyperparams=best_hyperparams(tune.output), **model)
+    train = MlflowTrainOperator(task_id="train_fraud_model", hyperparams=best_hyperparams(tune.output), **model)
 
     # The champion only moves when the new model beats it on the new model's held-out rows, by PR-AUC
     # (fraud is rare) without losing more than 0.01 ROC AUC; a worse one is kept as "challenger".

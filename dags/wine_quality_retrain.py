@@ -28,7 +28,7 @@ from airflow_mlops.datasets.wine import FEATURE_COLUMNS, KEY, TARGET
 from airflow_mlops.operators import (
     BatchPredictOperator,
     DataSnapshotOperator,
-    MLflowTrainOperator,
+    MlflowTrainOperator,
     OptunaTuneOperator,
     RegisterModelOperator,
 )
@@ -46,7 +46,7 @@ SEARCH_SPACE = (
 )
 
 # Seconds after which a silent trial belongs to a dead worker, for Optuna (the tuner's default).
-TUNER_GRACE_PERIOD_S = 90
+TUNER_GRACE_PERIOD_SECONDS = 90
 
 with DAG(
     dag_id="wine_quality_retrain",
@@ -62,7 +62,7 @@ with DAG(
     # Retries are safe (training and tuning pick up what an earlier attempt finished). The delay is
     # longer than the tuner's grace period, so when a retry starts, every trial of a killed attempt
     # is already stale for Optuna as well (the retry also fails its own leftovers at once).
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=TUNER_GRACE_PERIOD_S + 30)},
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=TUNER_GRACE_PERIOD_SECONDS + 30)},
     params={
         "rows": Param(1_599, type="integer", minimum=50, maximum=10_000_000,
                       description="wines to generate (the UCI red wine table has 1,599)"),
@@ -110,9 +110,9 @@ with DAG(
     }
     tune = OptunaTuneOperator(
         task_id="tune_elasticnet", search_space=SEARCH_SPACE, n_trials="{{ params.n_trials }}",
-        metric="{{ params.gate_metric }}", grace_period=TUNER_GRACE_PERIOD_S, **model,
+        metric="{{ params.gate_metric }}", grace_period=TUNER_GRACE_PERIOD_SECONDS, **model,
     )
-    train = MLflowTrainOperator(task_id="train_elasticnet", hyperparams=tune.output["best_params"], **model)
+    train = MlflowTrainOperator(task_id="train_elasticnet", hyperparams=tune.output["best_params"], **model)
 
     register = RegisterModelOperator(
         task_id="register_wine_quality", model_name="wine_quality", training=train.output,

@@ -3,7 +3,7 @@
     python -m tests.task_process CONFIG.json
 
 The config names the task instance (dag_id, run_id, task_id, try_number, logical_date), the operator class
-(default MLflowTrainOperator) and its arguments, and an output file for the result, the XComs pushed and the asset events. ``die_before_xcom_push`` kills the process
+(default MlflowTrainOperator) and its arguments, and an output file for the result, the XComs pushed and the asset events. ``die_before_xcom_push`` kills the process
 with SIGKILL after ``execute`` returns: a worker that died after logging, before Airflow stored XCom.
 SIGTERM calls the operator's ``on_kill``, as Airflow's task runner does.
 """
@@ -54,7 +54,7 @@ def run_attempt(config: dict) -> dict:
     from airflow_mlops import operators
 
     return run_task(
-        getattr(operators, config.get("operator_class", "MLflowTrainOperator")), dag_id=config["dag_id"],
+        getattr(operators, config.get("operator_class", "MlflowTrainOperator")), dag_id=config["dag_id"],
         run_id=config["run_id"], task_id=config["task_id"], try_number=config["try_number"],
         logical_date=config.get("logical_date"), dag_file=config.get("dag_file"), on_sigterm_kill=True,
         **config["operator"],

@@ -167,3 +167,26 @@ def test_every_part_of_the_package_has_a_layer():
     parts = {_part(module) for module in _modules()}
     for part in sorted(parts):
         _layer(part)
+
+
+def test_every_templated_field_says_so_in_its_param():
+    """An operator argument Airflow renders as a template says "(templated)" in its ``:param:``, as providers do."""
+    import inspect
+
+    import airflow_mlops.operators as operators
+
+    unmarked = []
+    for name in operators.__all__:
+        operator = getattr(operators, name)
+        docs = " ".join(inspect.getdoc(cls) or "" for cls in reversed(operator.__mro__) if cls.__module__.startswith("airflow_mlops"))
+        params = dict(
+            (chunk.split(":", 1)[0].strip(), chunk.split(":", 1)[1]) for chunk in docs.split(":param ")[1:]
+        )
+        for field in operator.template_fields:
+            if field not in params:
+                unmarked.append(f"{name}.{field}: no :param:")
+            elif "(templated)" not in " ".join(params[field].split()):
+                unmarked.append(f"{name}.{field}")
+        unmarked += [f"{name}.{param}: says templated, is not" for param, text in params.items()
+                     if "(templated)" in " ".join(text.split()) and param not in operator.template_fields]
+    assert unmarked == []

@@ -54,7 +54,7 @@ def pipeline(tmp_path_factory):
     from airflow_mlops.operators import (
         BatchPredictOperator,
         DataSnapshotOperator,
-        MLflowTrainOperator,
+        MlflowTrainOperator,
         OptunaTuneOperator,
         RegisterModelOperator,
     )
@@ -84,7 +84,7 @@ def pipeline(tmp_path_factory):
                  "estimator": "sklearn.linear_model.LogisticRegression", "experiment_name": NAME}
         tune = run_task(OptunaTuneOperator, **DAG, task_id="tune", n_trials=2, cv=2,
                         search_space={"C": {"type": "float", "low": 0.1, "high": 10, "log": True}}, **model)
-        train = run_task(MLflowTrainOperator, **DAG, task_id="train", hyperparams=tune["xcom"]["best_params"], **model)["result"]
+        train = run_task(MlflowTrainOperator, **DAG, task_id="train", hyperparams=tune["xcom"]["best_params"], **model)["result"]
         register = run_task(RegisterModelOperator, **DAG, task_id="register", model_name=NAME, training=train,
                             store=store_uri)["result"]
         predict = run_task(BatchPredictOperator, **DAG, task_id="score", model=f"models:/{NAME}@champion",

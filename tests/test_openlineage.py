@@ -144,14 +144,14 @@ def facets(operator, lineage):
 
 
 def test_an_input_is_named_by_its_producer_in_the_same_run_else_by_its_first_producer(store, tmp_path):
-    from airflow_mlops.operators import MLflowTrainOperator
+    from airflow_mlops.operators import MlflowTrainOperator
     from airflow_mlops.operators._lineage import SnapshotUse, TaskLineage
 
     write_rows(tmp_path / "rows")
     first = store.snapshot(tmp_path / "rows", airflow={"dag_id": "ingest", "run_id": "r0", "task_id": "import"})
     again = store.snapshot(tmp_path / "rows", airflow={"dag_id": "train_daily", "run_id": "r1", "task_id": "snap"})
     assert first.snapshot_id == again.snapshot_id
-    operator = MLflowTrainOperator(task_id="train", input_snapshot=first.uri, target="label")
+    operator = MlflowTrainOperator(task_id="train", input_snapshot=first.uri, target="label")
 
     for run_id, producer in (("r1", again), ("r2", first)):
         use = SnapshotUse(first.uri, tmp_path / "rows")

@@ -29,7 +29,7 @@ FEATURE_SETS = {"f0": ["f0"], "f4": ["f4"], "f3": ["f3"], "f1": ["f1"], "f01": [
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, mlflow_server):
-    """The snapshot and one finished MLflowTrainOperator run per feature set, shared by the module (training is slow).
+    """The snapshot and one finished MlflowTrainOperator run per feature set, shared by the module (training is slow).
 
     Returns (store, record, {feature set name: the operator's result}).
     """

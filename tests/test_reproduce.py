@@ -48,7 +48,7 @@ def here(client, ref, **options):
 
 
 def train(tmp_path, record, **operator) -> str:
-    """One finished MLflowTrainOperator run (its own task instance); its run id."""
+    """One finished MlflowTrainOperator run (its own task instance); its run id."""
     return run_attempt(attempt_config(tmp_path, record.uri, 1, **operator))["result"]["run_id"]
 
 

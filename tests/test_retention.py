@@ -100,6 +100,13 @@ def test_bad_rules_are_refused_in_one_line(values, message):
     assert KeepRules.parse(last="2", daily=None, weekly=" 1 ") == KeepRules(2, 0, 1)
 
 
+def test_an_operator_s_bad_rule_is_named_as_its_argument():
+    with pytest.raises(MlopsError, match=r"^keep_daily must be a whole number of at least 0, got 'abc'$"):
+        KeepRules.parse(daily="abc", spelling="keep_{}")
+    with pytest.raises(MlopsError, match="give at least one of keep_last, keep_daily, keep_weekly above 0"):
+        KeepRules.parse(spelling="keep_{}")
+
+
 def test_only_staging_folders_idle_for_a_day_are_removed(tmp_path):
     root = tmp_path / "predict-staging"
     killed, running = root / "a", root / "b"

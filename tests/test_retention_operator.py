@@ -49,7 +49,7 @@ def test_the_operator_refuses_bad_rules_before_touching_the_store_and_has_nothin
 
     task = {"dag_id": "d", "run_id": "r", "task_id": "t", "store": str(tmp_path / "s"),
             "staging_dir": str(tmp_path / "staging")}
-    with pytest.raises(MlopsError, match="--keep-daily must be"):
+    with pytest.raises(MlopsError, match="^keep_daily must be a whole number of at least 0, got -2$"):
         run_task(RetentionOperator, keep_daily="-2", **task)
     with pytest.raises(MlopsError, match="dry_run must be true or false"):
         run_task(RetentionOperator, keep_last=1, dry_run="maybe", **task)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_mlops.errors import SnapshotError
-from airflow_mlops.snapshots import DEFAULT_GC_GRACE_S, GcReport, SnapshotStore
+from airflow_mlops.snapshots import DEFAULT_GC_GRACE_SECONDS, GcReport, SnapshotStore
 from airflow_mlops.snapshots import gc as gc_module
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.snapshots.ingest import Ingest
@@ -98,7 +98,7 @@ def test_young_objects_are_kept_for_the_grace_period(tmp_path):
     before = store_bytes(store_dir)
     store.forget([ids["raw"]], reason="retention")
     report = store.gc()  # the default grace period: everything here was written a moment ago
-    assert DEFAULT_GC_GRACE_S >= 3600 and report.deleted_snapshots == [ids["raw"]]
+    assert DEFAULT_GC_GRACE_SECONDS >= 3600 and report.deleted_snapshots == [ids["raw"]]
     assert (report.deleted_objects, report.deleted_packs, report.freed_bytes) == (0, 0, 0)
     assert store_bytes(store_dir) == before
     assert store.verify() == []  # its objects are there, unused: not damage

@@ -1,4 +1,4 @@
-"""MLflowTrainOperator: what a run records, retries after real process kills, bad input, links, secrets."""
+"""MlflowTrainOperator: what a run records, retries after real process kills, bad input, links, secrets."""
 
 from __future__ import annotations
 
@@ -92,6 +92,20 @@ def test_a_regressor_is_evaluated_with_regression_metrics_and_residuals(tmp_path
     )["result"]
     assert {"r2_score", "mean_absolute_error", "root_mean_squared_error"} <= set(result["metrics"])
     assert "residuals.png" in {a.path for a in embedded_client.list_artifacts(result["run_id"])}
+
+
+def test_a_training_run_shows_no_mlflow_hint_it_can_avoid(tmp_path, snapshot, embedded_client):
+    """Neither the dataset-source guess nor the integer-label hint: the task log shows our lines."""
+    import warnings
+
+    _, record = snapshot
+    run_attempt(attempt_config(tmp_path, record.uri, 1, estimator="sklearn.linear_model.LogisticRegression"))
+    with warnings.catch_warnings(record=True) as seen:  # after a first run has set up Airflow's and MLflow's logging
+        warnings.simplefilter("always")
+        run_attempt(attempt_config(tmp_path, record.uri, 1, estimator="sklearn.linear_model.LogisticRegression",
+                                   seed=1))
+    shown = [str(w.message)[:80] for w in seen if issubclass(w.category, UserWarning) and "mlflow" in w.filename]
+    assert shown == []
 
 
 @pytest.mark.postgres

@@ -110,7 +110,7 @@ def test_a_study_is_one_parent_run_with_a_nested_run_per_trial(tmp_path, snapsho
     for child in children:
         assert child.info.status == "FINISHED" and child.data.tags["optuna.state"] == "COMPLETE"
         assert set(child.data.params) == set(SPACE)
-        assert {"roc_auc", "trial_duration_s"} <= set(child.data.metrics)
+        assert {"roc_auc", "trial_duration_seconds"} <= set(child.data.metrics)
     assert max(c.data.metrics["roc_auc"] for c in children) == result["best_value"]
     assert outcome["xcom"]["_link_MlflowRunLink"].endswith(f"/runs/{parent.info.run_id}")
 

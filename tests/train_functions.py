@@ -1,4 +1,4 @@
-"""Training functions the tests hand to MLflowTrainOperator, as users would from their own modules."""
+"""Training functions the tests hand to MlflowTrainOperator, as users would from their own modules."""
 
 from __future__ import annotations
 

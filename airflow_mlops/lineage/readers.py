@@ -15,6 +15,7 @@ from airflow_mlops.lineage.datasets import model_dataset, snapshot_dataset
 from airflow_mlops.lineage.model import MODEL_VERSION, RUN, SNAPSHOT, Node
 from airflow_mlops.registry.history import history
 from airflow_mlops.snapshots import SnapshotStore
+from airflow_mlops.tracking.paging import all_pages
 from airflow_mlops.tracking.tags import (
     AIRFLOW_TAG_PREFIX,
     CHALLENGER_SCORE_TAG,
@@ -33,7 +34,6 @@ from airflow_mlops.tracking.tags import (
     TRIAL_NUMBER_TAG,
 )
 
-_PAGE = 1000
 
 
 class NodeReader:
@@ -207,17 +207,6 @@ def _airflow_from_tags(tags: dict[str, str]) -> dict[str, Any]:
 
 def _not_found(error: Exception) -> bool:
     return getattr(error, "error_code", None) == "RESOURCE_DOES_NOT_EXIST"
-
-
-def all_pages(search: Any, *args: Any, **kwargs: Any) -> list[Any]:
-    """Every page of an MLflow search (``client.search_runs``, ``search_model_versions``, ...)."""
-    found, token = [], None
-    while True:
-        page = search(*args, max_results=_PAGE, page_token=token, **kwargs)
-        found += list(page)
-        token = page.token
-        if not token:
-            return found
 
 
 def _json(text: str) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from airflow_mlops.operators.registry import RegisterModelOperator
 from airflow_mlops.operators.retention import RetentionOperator
 from airflow_mlops.operators.snapshot import DataSnapshotOperator
 from airflow_mlops.operators.spark_etl import SparkETLOperator
-from airflow_mlops.operators.training import MLflowTrainOperator
+from airflow_mlops.operators.training import MlflowTrainOperator
 from airflow_mlops.operators.tuning import OptunaTuneOperator
 
-__all__ = ["BatchPredictOperator", "DataSnapshotOperator", "SparkETLOperator", "MLflowTrainOperator", "OptunaTuneOperator", "RegisterModelOperator",
+__all__ = ["BatchPredictOperator", "DataSnapshotOperator", "SparkETLOperator", "MlflowTrainOperator", "OptunaTuneOperator", "RegisterModelOperator",
            "RetentionOperator"]

@@ -32,7 +32,7 @@ class BatchPredictOperator(OpenLineageMixin, BaseOperator):
     predictions snapshot as output, the model's training run as ``modelRunId``.
 
     :param model: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/PATH``, or an
-        MLflowTrainOperator result (``train.output``) (templated).
+        MlflowTrainOperator result (``train.output``) (templated).
     :param input_snapshot: snapshot URI ``<store>#<id>``, an id in ``store``, or a snapshot-producing
         task's result (templated).
     :param key_columns: columns identifying rows, copied to the output and sorting it (templated).
@@ -43,7 +43,7 @@ class BatchPredictOperator(OpenLineageMixin, BaseOperator):
     :param spark_threshold_bytes: input size from which Spark scores.
     :param conf: Spark properties (templated).
     :param mlflow_conn_id: Airflow ``mlflow`` connection; the embedded store when not configured.
-    :param staging_dir: where output is written before it is recorded; default under AIRFLOW_HOME.
+    :param staging_dir: where output is written before it is recorded; default under AIRFLOW_HOME (templated).
     :param aws_conn_id: AWS connection for ``s3://`` snapshot stores.
     :param asset: the Asset this task updates; default ``snapshot/<dag_id>/<task_id>``.
     :return: ``{"snapshot_id", "uri", "rows", "model_name", "model_version", "model_uri", "run_id"}`` as XCom.

@@ -39,13 +39,13 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
     (``models/<name>``, version number as its version), the training run as ``modelRunId``.
 
     :param model_name: registered model name (templated).
-    :param training: an ``MLflowTrainOperator`` result (``train_task.output``) or a run id (templated).
+    :param training: an ``MlflowTrainOperator`` result (``train_task.output``) or a run id (templated).
     :param metric: deciding metric (templated); default ``roc_auc`` (classifiers) or ``root_mean_squared_error``.
     :param direction: ``maximize`` or ``minimize``; default the metric's own.
     :param min_improvement: how much better than the champion (templated); strictly better when 0.
     :param relative_improvement: ``min_improvement`` is a fraction of the champion's score.
     :param floor: absolute bound the challenger must reach to get any alias.
-    :param guard_metrics: dict (or JSON text, templated) of other metric → tolerated worsening.
+    :param guard_metrics: dict (or JSON text) of other metric → tolerated worsening (templated).
     :param description: version description (templated); default names the run and snapshot.
     :param champion_alias: alias of the serving version.
     :param challenger_alias: alias of the latest version that did not beat the champion.

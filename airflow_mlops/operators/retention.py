@@ -69,7 +69,7 @@ class RetentionOperator(BaseOperator):
         from airflow_mlops.config import mlops_home
         from airflow_mlops.retention import KeepRules, apply_retention
 
-        rules = KeepRules.parse(self.keep_last, self.keep_daily, self.keep_weekly)
+        rules = KeepRules.parse(self.keep_last, self.keep_daily, self.keep_weekly, spelling="keep_{}")
         dry_run = as_flag(self.dry_run, "dry_run")
         store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()
         report = apply_retention(

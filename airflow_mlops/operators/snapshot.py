@@ -24,7 +24,7 @@ class DataSnapshotOperator(OpenLineageMixin, BaseOperator):
     data versions. OpenLineage: the snapshot as output dataset (version: its id; schema of CSV or
     Parquet data).
 
-    :param source: file or directory to snapshot (templated, e.g. ``data/raw/{{ ds }}`` for runs with a logical date).
+    :param source: file or directory to snapshot (templated), e.g. ``data/raw/{{ ds }}`` for runs with a logical date.
     :param store: local directory or ``s3://bucket/prefix`` (templated); default: the store under
         AIRFLOW_HOME (``$AIRFLOW_HOME/airflow_mlops/snapshots``, or ``$AIRFLOW_MLOPS_STORE``).
     :param aws_conn_id: Airflow AWS connection used for ``s3://`` stores.

@@ -60,7 +60,7 @@ class SparkETLOperator(OpenLineageMixin, BaseOperator):
     :param spark_conn_id: Airflow Spark connection (templated); ``local[*]`` for ``None`` or for
         ``spark_default`` when that is not configured, so one DAG runs on a laptop and on a cluster.
     :param conf: Spark properties (templated); they override the connection's ``spark.*`` extras.
-    :param staging_dir: where output is written before it is recorded; default under AIRFLOW_HOME.
+    :param staging_dir: where output is written before it is recorded; default under AIRFLOW_HOME (templated).
     :param aws_conn_id: AWS connection for ``s3://`` snapshot stores.
     :param asset: the Asset this task updates; default ``snapshot/<dag_id>/<task_id>``.
     :return: ``{"snapshot_id", "uri", "files", "bytes", "parents", "tables"}`` as XCom, where

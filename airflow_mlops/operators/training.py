@@ -1,4 +1,4 @@
-"""MLflowTrainOperator: train a model on a data snapshot as one traceable, retry-safe MLflow run."""
+"""MlflowTrainOperator: train a model on a data snapshot as one traceable, retry-safe MLflow run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from airflow_mlops.operators._base import SnapshotModelOperator
 from airflow_mlops.utils.templated import as_mapping
 
 
-class MLflowTrainOperator(SnapshotModelOperator):
+class MlflowTrainOperator(SnapshotModelOperator):
     """Train a model on a data snapshot and log it as one MLflow run that traces back to everything.
 
     The run records params, metrics, the model (with signature and input example), the input snapshot

@@ -43,7 +43,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         ``root_mean_squared_error`` for regressors; the name of an objective's value otherwise.
     :param direction: ``maximize`` or ``minimize``; default from the metric.
     :param n_jobs: trials run in parallel threads.
-    :param timeout: seconds for this attempt's trials; the study keeps what finished.
+    :param timeout_seconds: seconds for this attempt's trials; the study keeps what finished.
     :param sampler: ``tpe``, ``random``, ``cmaes``, ``qmc`` (seeded with ``seed``) or a sampler instance.
     :param pruner: ``median``, ``hyperband``, ``successive_halving``, a pruner instance, or None.
     :param cv: folds of the built-in objective's cross-validation (templated).
@@ -63,7 +63,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         data needs another name, or the old study deleted. Default: a study of the task instance's own.
         ``airflow_mlops.tuning.best_of`` picks the best of mapped tasks' results for the training task.
     :return: ``{"best_params", "best_value", "study_name", "parent_run_id", "n_complete"}`` as XCom;
-        ``best_params`` is also pushed under its own key, so ``MLflowTrainOperator(hyperparams=
+        ``best_params`` is also pushed under its own key, so ``MlflowTrainOperator(hyperparams=
         tune.output["best_params"])`` takes it directly.
     """
 
@@ -81,7 +81,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         metric: str | None = None,
         direction: str | None = None,
         n_jobs: int = 1,
-        timeout: float | None = None,
+        timeout_seconds: float | None = None,
         sampler: str | Any = "tpe",
         pruner: str | Any | None = None,
         cv: int | str = 5,
@@ -99,7 +99,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         self.metric = metric
         self.direction = direction
         self.n_jobs = n_jobs
-        self.timeout = timeout
+        self.timeout_seconds = timeout_seconds
         self.sampler = sampler
         self.pruner = pruner
         self.cv = cv
@@ -124,7 +124,7 @@ class OptunaTuneOperator(SnapshotModelOperator):
         request = tuning_request(
             training, data, n_trials=as_int(self.n_trials, "n_trials"), space=space, objective=objective,
             metric=self.metric, direction=self.direction, cv=as_int(self.cv, "cv"), validation_size=self.validation_size, n_jobs=self.n_jobs,
-            timeout=self.timeout, sampler=self.sampler, pruner=self.pruner, study_name=self.study_name,
+            timeout_seconds=self.timeout_seconds, sampler=self.sampler, pruner=self.pruner, study_name=self.study_name,
         )
         lineage.run["studyName"] = request.study_name
         storage_hook = OptunaStorageHook(self.optuna_conn_id)

@@ -38,7 +38,7 @@ def resolve_model(client: Any, reference: str | dict[str, Any]) -> ResolvedModel
     """Pin ``reference`` to a concrete model.
 
     ``reference`` is ``models:/NAME@ALIAS`` (looked up now), ``models:/NAME/VERSION``,
-    ``runs:/RUN_ID/PATH``, or an MLflowTrainOperator result (its ``model_uri``).
+    ``runs:/RUN_ID/PATH``, or an MlflowTrainOperator result (its ``model_uri``).
     """
     text = reference.get("model_uri") if isinstance(reference, dict) else reference
     if not isinstance(text, str) or not text:

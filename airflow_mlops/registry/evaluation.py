@@ -53,7 +53,7 @@ def held_out_rows(client: Any, run_id: str, restore: Callable[[str], Path]) -> E
     params, tags = run.data.params, run.data.tags
     snapshot_uri = tags.get(SNAPSHOT_URI_TAG)
     if not snapshot_uri or "target" not in params:
-        raise MlopsError(f"run {run_id} has no input snapshot or target recorded; it was not a supervised MLflowTrainOperator run")
+        raise MlopsError(f"run {run_id} has no input snapshot or target recorded; it was not a supervised MlflowTrainOperator run")
     estimator = None
     if params.get("split_stratified") == "True":  # a classifier Pipeline makes prepare stratify, as training did
         from sklearn.dummy import DummyClassifier

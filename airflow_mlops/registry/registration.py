@@ -15,11 +15,11 @@ from airflow_mlops.tracking.tags import MODEL_URI_TAG, SNAPSHOT_TAG, TRAINING_RU
 
 
 def training_reference(training: Mapping[str, Any] | str) -> tuple[str, str | None]:
-    """(run id, model URI or None) from an MLflowTrainOperator result or a bare run id."""
+    """(run id, model URI or None) from an MlflowTrainOperator result or a bare run id."""
     if isinstance(training, str):
         return training, None
     if not isinstance(training, Mapping) or not training.get("run_id"):
-        raise MlopsError("training must be a run id or an MLflowTrainOperator result with a 'run_id'")
+        raise MlopsError("training must be a run id or an MlflowTrainOperator result with a 'run_id'")
     return str(training["run_id"]), training.get("model_uri")
 
 

@@ -48,7 +48,7 @@ def reproduce(
 ) -> ReproductionReport:
     """Re-create what ``ref`` names from its record and compare the outcome with it.
 
-    ``ref`` is an MLflow run id (a run of MLflowTrainOperator, or a trial run of a study), or a snapshot
+    ``ref`` is an MLflow run id (a run of MlflowTrainOperator, or a trial run of a study), or a snapshot
     derived by an ETL job: ``<store>#<id>``, or an id or unique prefix in ``default_store``. Runs are
     logged through MLflow's fluent API, which must point at ``client``'s server; ``open_store(uri)``
     opens the stores the records name; ``spark_runner()`` gives where Spark runs (snapshots only);

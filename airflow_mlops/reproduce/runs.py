@@ -59,7 +59,7 @@ def read_record(client: Any, run: Any) -> RecordedRun:
         files = {artifact.path for folder in ("definition", "environment") for artifact in client.list_artifacts(run_id, folder)}
         if DEFINITION_ARTIFACT not in files:
             raise MlopsError(f"run {run_id} records no training definition ({DEFINITION_ARTIFACT}); only runs of "
-                             "MLflowTrainOperator and OptunaTuneOperator trials can be reproduced")
+                             "MlflowTrainOperator and OptunaTuneOperator trials can be reproduced")
         definition = json.loads(Path(client.download_artifacts(run_id, DEFINITION_ARTIFACT, staging)).read_text())
         estimator = None if definition["estimator"] == "None" else definition["estimator"]  # describe_estimator(None)
         if ESTIMATOR_ARTIFACT in files:
@@ -124,7 +124,7 @@ def _report(record: RecordedRun, kind: str, new_run_id: str, recorded: dict[str,
 
 def reproduce_training_run(client: Any, run: Any, *, open_store: OpenStore, tolerance: float, allow_code_drift: bool,
                            identity: dict[str, Any]) -> ReproductionReport:
-    """Train again what an MLflowTrainOperator run trained, as a new run of its experiment, and compare metrics.
+    """Train again what an MlflowTrainOperator run trained, as a new run of its experiment, and compare metrics.
 
     MLflow's fluent API must point at ``client``'s server, as for :func:`tracked_training`.
     """

@@ -10,10 +10,10 @@ RetentionOperator and the CLI. Sits above snapshots and lineage; no Airflow impo
 from airflow_mlops.retention.apply import RetentionReport, apply_retention
 from airflow_mlops.retention.protection import protected_snapshots
 from airflow_mlops.retention.rules import Decision, KeepRules, group_of, plan, render
-from airflow_mlops.retention.staging import STAGING_MAX_AGE_S, remove_stale_staging, stale_staging
+from airflow_mlops.retention.staging import STAGING_MAX_AGE_SECONDS, remove_stale_staging, stale_staging
 
 __all__ = [
-    "STAGING_MAX_AGE_S",
+    "STAGING_MAX_AGE_SECONDS",
     "Decision",
     "KeepRules",
     "RetentionReport",

@@ -17,7 +17,7 @@ from typing import Any
 from airflow_mlops.retention.protection import protected_snapshots
 from airflow_mlops.retention.rules import Decision, KeepRules, plan, render
 from airflow_mlops.retention.staging import remove_stale_staging
-from airflow_mlops.snapshots import DEFAULT_GC_GRACE_S, GcReport, SnapshotStore
+from airflow_mlops.snapshots import DEFAULT_GC_GRACE_SECONDS, GcReport, SnapshotStore
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _collect(store: SnapshotStore, client: Any, grace_seconds: float | None,
     report, and why each forgotten snapshot a model needs was kept (and un-forgotten)."""
     protected = protected_snapshots(store, client)
     report = store.gc(protect=protected, dry_run=dry_run,
-                      grace_seconds=DEFAULT_GC_GRACE_S if grace_seconds is None else grace_seconds)
+                      grace_seconds=DEFAULT_GC_GRACE_SECONDS if grace_seconds is None else grace_seconds)
     if report.kept_forgotten and not dry_run:
         store.unforget(report.kept_forgotten)
     return report, {sid: protected.get(sid, "protected") for sid in report.kept_forgotten}

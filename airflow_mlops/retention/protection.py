@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow_mlops.lineage.model import RUN, SNAPSHOT
-from airflow_mlops.lineage.readers import all_pages
+from airflow_mlops.tracking.paging import all_pages
 from airflow_mlops.lineage.walk import LineageWalker
 from airflow_mlops.snapshots import SnapshotStore
 from airflow_mlops.tracking.runs import airflow_tags_filter

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -20,22 +20,25 @@ from airflow_mlops.snapshots import SnapshotRecord
 class KeepRules:
     """How many snapshots each group keeps: the N newest, the newest of each of the N newest days, weeks.
 
-    0 means "rule not given"; at least one rule must be above 0, and none below.
+    0 means "rule not given"; at least one rule must be above 0, and none below. ``spelling`` is how an
+    error names a rule to its caller: the CLI's ``--keep-last`` by default, ``keep_{}`` from an operator.
     """
 
     last: int = 0
     daily: int = 0
     weekly: int = 0
+    spelling: str = field(default="--keep-{}", compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        for name, value in self._named():
+        for rule, value in self._rules():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise MlopsError(f"--{name} must be a whole number of at least 0, got {value!r}")
-        if not any(value for _name, value in self._named()):
-            raise MlopsError("no keep rule: give at least one of --keep-last, --keep-daily, --keep-weekly above 0")
+                raise MlopsError(f"{self.spelling.format(rule)} must be a whole number of at least 0, got {value!r}")
+        if not any(value for _rule, value in self._rules()):
+            named = ", ".join(self.spelling.format(rule) for rule, _value in self._rules())
+            raise MlopsError(f"no keep rule: give at least one of {named} above 0")
 
     @classmethod
-    def parse(cls, last: Any = 0, daily: Any = 0, weekly: Any = 0) -> KeepRules:
+    def parse(cls, last: Any = 0, daily: Any = 0, weekly: Any = 0, *, spelling: str = "--keep-{}") -> KeepRules:
         """Rules from numbers or their text (what a template such as ``{{ params.keep_last }}`` renders);
         anything else is left for the checks of ``__post_init__`` to refuse by name."""
 
@@ -45,13 +48,14 @@ class KeepRules:
             text = str(value).strip()
             return int(text) if isinstance(value, (str, int)) and text.lstrip("-").isdigit() else value
 
-        return cls(number(last), number(daily), number(weekly))
+        return cls(number(last), number(daily), number(weekly), spelling=spelling)
 
-    def _named(self) -> list[tuple[str, int]]:
-        return [("keep-last", self.last), ("keep-daily", self.daily), ("keep-weekly", self.weekly)]
+    def _rules(self) -> list[tuple[str, int]]:
+        return [("last", self.last), ("daily", self.daily), ("weekly", self.weekly)]
 
     def describe(self) -> str:
-        return " ".join(f"--{name} {value}" for name, value in self._named() if value)
+        """The rules as the CLI spells them (what a forget record's reason says, whoever forgot)."""
+        return " ".join(f"--keep-{rule} {value}" for rule, value in self._rules() if value)
 
 
 @dataclass(frozen=True)

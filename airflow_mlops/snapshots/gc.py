@@ -47,12 +47,12 @@ from airflow_mlops.snapshots.records import read_manifest, recorded_ids
 from airflow_mlops.snapshots.refs import FORGOTTEN_PREFIX, OBJECTS_PREFIX
 
 #: Objects and packs younger than this are never deleted (the default of ``SnapshotStore.gc``).
-DEFAULT_GC_GRACE_S = 3600.0
+DEFAULT_GC_GRACE_SECONDS = 3600.0
 #: A pack whose garbage is more than this share of its bytes is repacked; one with less is kept whole.
 REPACK_GARBAGE_SHARE = 0.5
 #: Temp files younger than this are never deleted, whatever the grace period: a writer outside any lock
 #: (forget, reindex) may still be writing one.
-_TEMP_MIN_AGE_S = 3600.0
+_TEMP_MIN_AGE_SECONDS = 3600.0
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,7 @@ def _plan(
         elif sum(dead) > REPACK_GARBAGE_SHARE * size:
             plan.repack[pack] = size
     plan.strays = [key for key, (_size, modified) in listed.items() if modified <= cutoff and _is_stray(key, listed)]
-    temp_cutoff = time.time() - max(grace_seconds, _TEMP_MIN_AGE_S)  # a forget or reindex may be writing it
+    temp_cutoff = time.time() - max(grace_seconds, _TEMP_MIN_AGE_SECONDS)  # a forget or reindex may be writing it
     plan.strays += [key for key, _size, modified in backend.list_stats("tmp/") if modified <= temp_cutoff]
     return plan
 

@@ -12,7 +12,7 @@ stream of snapshots cannot starve it. So every object an in-flight snapshot foun
 the time gc can delete.
 
 A lock is stale, and ignored, once its holder is dead (same host, no such process) or it was not
-refreshed for ``LOCK_STALE_S``: holders rewrite theirs every ``LOCK_REFRESH_S``. gc deletes stale
+refreshed for ``LOCK_STALE_SECONDS``: holders rewrite theirs every ``LOCK_REFRESH_SECONDS``. gc deletes stale
 locks. A holder stopped (not killed) for longer than that loses its protection; gc's grace period
 (objects younger than it are never deleted) covers what such a holder wrote.
 """
@@ -36,11 +36,11 @@ SHARED = "shared"
 EXCLUSIVE = "exclusive"
 LOCKS_PREFIX = "locks/"
 #: A lock not rewritten for this long belongs to a holder that is gone.
-LOCK_STALE_S = 30 * 60
+LOCK_STALE_SECONDS = 30 * 60
 #: How often a holder rewrites its lock.
-LOCK_REFRESH_S = 5 * 60
+LOCK_REFRESH_SECONDS = 5 * 60
 #: How long a process waits for a conflicting lock to go before it gives up.
-LOCK_WAIT_S = 15 * 60
+LOCK_WAIT_SECONDS = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Lock:
             return None
 
     def is_stale(self, now: float) -> bool:
-        if now - self.modified > LOCK_STALE_S:
+        if now - self.modified > LOCK_STALE_SECONDS:
             return True
         return self.host == socket.gethostname() and not _process_alive(self.pid)
 
@@ -87,10 +87,10 @@ def live_locks(backend: Backend) -> tuple[list[Lock], list[Lock]]:
 
 
 @contextmanager
-def store_lock(backend: Backend, kind: str, *, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-    """Hold a ``kind`` lock on the store for the block, waiting up to ``wait_s`` for conflicting ones to go."""
+def store_lock(backend: Backend, kind: str, *, wait_seconds: float = LOCK_WAIT_SECONDS) -> Iterator[None]:
+    """Hold a ``kind`` lock on the store for the block, waiting up to ``wait_seconds`` for conflicting ones to go."""
     key = f"{LOCKS_PREFIX}{kind}.{os.getpid()}.{uuid.uuid4().hex[:12]}.{socket.gethostname()}"
-    deadline = time.monotonic() + wait_s
+    deadline = time.monotonic() + wait_seconds
     delay = 0.02
     backend.put_bytes(key, b"")
     while True:
@@ -121,6 +121,6 @@ def store_lock(backend: Backend, kind: str, *, wait_s: float = LOCK_WAIT_S) -> I
 
 
 def _refresh(backend: Backend, key: str, stop: threading.Event) -> None:
-    """Rewrite the lock every ``LOCK_REFRESH_S`` until ``stop``: a live holder's lock never goes stale."""
-    while not stop.wait(LOCK_REFRESH_S):
+    """Rewrite the lock every ``LOCK_REFRESH_SECONDS`` until ``stop``: a live holder's lock never goes stale."""
+    while not stop.wait(LOCK_REFRESH_SECONDS):
         backend.put_bytes(key, b"")

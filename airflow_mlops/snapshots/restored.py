@@ -8,7 +8,7 @@ into a staging directory renamed into place, so a directory at the final path is
 Files are 0444 and directories 0555, so an accidental edit fails.
 
 A folder's mtime is its last use. After a restore, the least recently used folders are deleted while
-all of them together exceed the budget, except those used within ``min_idle_s`` (a task may still
+all of them together exceed the budget, except those used within ``min_idle_seconds`` (a task may still
 be reading them); hidden folders a killed process left go after a day.
 """
 
@@ -33,11 +33,11 @@ from airflow_mlops.snapshots.statcache import RACY_WINDOW_NS, FileStat, StatCach
 from airflow_mlops.utils.file_lock import exclusive_file_lock
 
 #: A restored snapshot used this recently is never evicted: a task may still be reading it.
-RESTORED_MIN_IDLE_S = 3600
+RESTORED_MIN_IDLE_SECONDS = 3600
 #: The stat cache of restored files, in the folder of restored snapshots.
 RESTORED_STAT_CACHE = ".stat.sqlite"
 #: Hidden folders (staging, set aside) older than this were left by a killed process.
-_LEFTOVER_AGE_S = 24 * 3600
+_LEFTOVER_AGE_SECONDS = 24 * 3600
 
 
 def materialize(
@@ -47,7 +47,7 @@ def materialize(
     cache_root: str | os.PathLike,
     *,
     budget_bytes: int = RESTORED_BUDGET_BYTES,
-    min_idle_s: float = RESTORED_MIN_IDLE_S,
+    min_idle_seconds: float = RESTORED_MIN_IDLE_SECONDS,
 ) -> Path:
     """``cache_root/<full_id>``: the snapshot's files, restored from the store on ``backend`` (whose pack index
     is ``packs``) unless an intact copy is there."""
@@ -76,7 +76,7 @@ def materialize(
     finally:
         _delete_tree(staging)
         _delete_tree(damaged)
-    _evict(cache_root, target, budget_bytes, min_idle_s, stat_cache)
+    _evict(cache_root, target, budget_bytes, min_idle_seconds, stat_cache)
     return target
 
 
@@ -160,7 +160,7 @@ def _tree_size(root: str) -> int:
     return size
 
 
-def _evict(cache_root: Path, keep: Path, budget_bytes: int, min_idle_s: float, stat_cache: StatCache) -> None:
+def _evict(cache_root: Path, keep: Path, budget_bytes: int, min_idle_seconds: float, stat_cache: StatCache) -> None:
     """Delete the least recently used restored folders beyond ``budget_bytes`` (see ``materialize``).
 
     A folder used after it was picked (its mtime moved) is put back: users do not take the lock.
@@ -175,14 +175,14 @@ def _evict(cache_root: Path, keep: Path, budget_bytes: int, min_idle_s: float, s
             used = entry.stat(follow_symlinks=False).st_mtime_ns
             if len(entry.name) == 64 and not entry.name.startswith("."):
                 folders.append((used, entry.path))
-            elif entry.name.startswith(".") and now - used > _LEFTOVER_AGE_S * 10**9:
+            elif entry.name.startswith(".") and now - used > _LEFTOVER_AGE_SECONDS * 10**9:
                 doomed.append(Path(entry.path))
         sizes = {path: _tree_size(path) for _used, path in folders}
         excess = sum(sizes.values()) - budget_bytes
         for used, path in sorted(folders):
             if excess <= 0:
                 break
-            if path == str(keep) or now - used < min_idle_s * 10**9:
+            if path == str(keep) or now - used < min_idle_seconds * 10**9:
                 continue
             aside = _set_aside(Path(path))
             if aside is not None and os.stat(aside).st_mtime_ns != used:  # used since it was picked

@@ -29,7 +29,7 @@ from airflow_mlops.snapshots.hashing import digest_bytes
 #: Files whose mtime is this close to the scan start are not cached (coarse kernel clock ticks).
 RACY_WINDOW_NS = 50_000_000
 #: How long a process waits for others holding the cache's lock.
-_LOCK_TIMEOUT_S = 60
+_LOCK_TIMEOUT_SECONDS = 60
 
 
 class FileStat(NamedTuple):
@@ -85,9 +85,9 @@ class StatCache:
         file, so it is set only when missing, and the set-up is retried until the other process is done.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=_LOCK_TIMEOUT_S)
+        connection = sqlite3.connect(self.path, timeout=_LOCK_TIMEOUT_SECONDS)
         connection.execute("PRAGMA synchronous=NORMAL")  # a commit lost in a power cut costs a re-hash: no fsync each
-        deadline = time.monotonic() + _LOCK_TIMEOUT_S
+        deadline = time.monotonic() + _LOCK_TIMEOUT_SECONDS
         while True:
             try:
                 if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":

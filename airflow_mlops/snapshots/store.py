@@ -31,7 +31,7 @@ from airflow_mlops.config import RESTORED_BUDGET_BYTES
 from airflow_mlops.errors import SnapshotError
 from airflow_mlops.snapshots.backends import Backend, LocalBackend, S3Backend
 from airflow_mlops.snapshots.forgetting import drop_forget_markers, mark_forgotten, read_forgotten
-from airflow_mlops.snapshots.gc import DEFAULT_GC_GRACE_S, GcReport, collect_garbage
+from airflow_mlops.snapshots.gc import DEFAULT_GC_GRACE_SECONDS, GcReport, collect_garbage
 from airflow_mlops.snapshots.index import LineageIndex
 from airflow_mlops.snapshots.ingest import Ingest
 from airflow_mlops.snapshots.marker import StoreMarker
@@ -46,7 +46,7 @@ from airflow_mlops.snapshots.records import (
 )
 from airflow_mlops.snapshots.refs import RECORDS_PREFIX, records_prefix
 from airflow_mlops.snapshots.restore import restore_snapshot
-from airflow_mlops.snapshots.restored import RESTORED_MIN_IDLE_S, materialize
+from airflow_mlops.snapshots.restored import RESTORED_MIN_IDLE_SECONDS, materialize
 from airflow_mlops.snapshots.verify import VerifyProblem, verify_objects
 
 
@@ -151,7 +151,7 @@ class SnapshotStore:
         drop_forget_markers(self.backend, snapshot_ids)
 
     def gc(
-        self, *, protect: Collection[str] = (), grace_seconds: float = DEFAULT_GC_GRACE_S, dry_run: bool = False
+        self, *, protect: Collection[str] = (), grace_seconds: float = DEFAULT_GC_GRACE_SECONDS, dry_run: bool = False
     ) -> GcReport:
         """Delete what no kept snapshot uses; see :mod:`~airflow_mlops.snapshots.gc`.
 
@@ -183,7 +183,7 @@ class SnapshotStore:
         cache_root: str | os.PathLike,
         *,
         budget_bytes: int = RESTORED_BUDGET_BYTES,
-        min_idle_s: float = RESTORED_MIN_IDLE_S,
+        min_idle_seconds: float = RESTORED_MIN_IDLE_SECONDS,
     ) -> Path:
         """A local, read-only directory with the snapshot's files: ``cache_root/<id>``, restored once and reused.
 
@@ -191,7 +191,7 @@ class SnapshotStore:
         evicted least recently used first beyond ``budget_bytes``: see :mod:`~airflow_mlops.snapshots.restored`.
         """
         return materialize(self.backend, self.packs, self.resolve(snapshot_id), cache_root,
-                           budget_bytes=budget_bytes, min_idle_s=min_idle_s)
+                           budget_bytes=budget_bytes, min_idle_seconds=min_idle_seconds)
 
     def verify(self, snapshot_id: str | None = None) -> list[VerifyProblem]:
         """Re-hash stored objects: those of one snapshot, or every object in the store (each packed copy)."""

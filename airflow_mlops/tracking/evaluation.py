@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_mlops.tracking.data import PreparedData
+from airflow_mlops.tracking.mlflow_hints import integer_schema_hint_hidden
 
 
 def evaluate(model: Any, model_uri: str, target: str, prepared: PreparedData) -> dict[str, float]:
@@ -16,14 +17,15 @@ def evaluate(model: Any, model_uri: str, target: str, prepared: PreparedData) ->
         return {}
     if prepared.model_type == "regressor":
         log_residuals(model, prepared)
-    result = mlflow.models.evaluate(
-        model=model_uri,
-        data=prepared.X_test.assign(**{target: prepared.y_test}),
-        targets=target,
-        model_type=prepared.model_type,
-        evaluators=["default"],
-        evaluator_config={"default": {"log_model_explainability": False}},
-    )
+    with integer_schema_hint_hidden():
+        result = mlflow.models.evaluate(
+            model=model_uri,
+            data=prepared.X_test.assign(**{target: prepared.y_test}),
+            targets=target,
+            model_type=prepared.model_type,
+            evaluators=["default"],
+            evaluator_config={"default": {"log_model_explainability": False}},
+        )
     return {name: float(value) for name, value in result.metrics.items()}
 
 

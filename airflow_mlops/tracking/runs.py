@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_mlops.snapshots.hashing import digest_bytes
+from airflow_mlops.tracking.paging import all_pages
 from airflow_mlops.tracking.tags import AIRFLOW_TAG_PREFIX, ERROR_TAG, FINGERPRINT_TAG, PARENT_RUN_TAG, SUPERSEDED_TAG
 
 _INSTANCE_KEYS = ("dag_id", "run_id", "task_id", "map_index")
@@ -84,19 +85,11 @@ class EarlierAttempts:
 
 def previous_attempts(client: Any, experiment_id: str, identity: Mapping[str, Any], current: str) -> EarlierAttempts:
     """The top-level runs earlier attempts of this task instance left in ``experiment_id``."""
-    runs, page_token = [], None
-    while True:  # every page: a study's trial runs carry the same tags and can be thousands
-        page = client.search_runs(
-            [experiment_id],
-            filter_string=task_instance_filter(identity),
-            max_results=1000,
-            order_by=["attributes.start_time DESC"],
-            page_token=page_token,
-        )
-        runs += [run for run in page if PARENT_RUN_TAG not in run.data.tags]
-        page_token = page.token
-        if not page_token:
-            break
+    runs = all_pages(  # every page: a study's trial runs carry the same tags and can be thousands
+        client.search_runs, [experiment_id], filter_string=task_instance_filter(identity),
+        order_by=["attributes.start_time DESC"],
+    )
+    runs = [run for run in runs if PARENT_RUN_TAG not in run.data.tags]
     return EarlierAttempts(runs, current)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.tracking.data import PreparedData
+from airflow_mlops.tracking.mlflow_hints import integer_schema_hint_hidden
 from airflow_mlops.tracking.environment import environment_tags, installed_requirements
 from airflow_mlops.tracking.estimators import TrainingError, is_sklearn, model_type
 from airflow_mlops.tracking.evaluation import evaluate
@@ -85,12 +86,17 @@ def log_inputs(request: TrainingRequest, frame: Any, definition: dict[str, Any])
     """On the active run: the input snapshot as an MLflow dataset, the installed packages, the code, and
     ``definition`` (what the run's fingerprint digests) with the estimator if it is an instance, to re-create the run."""
     import mlflow
+    from mlflow.data.dataset_source_registry import get_dataset_source_from_json
 
-    dataset = mlflow.data.from_pandas(
-        frame, source=str(request.data_path), targets=request.target,
-        name=f"snapshot:{request.snapshot_id}", digest=request.snapshot_id[:32],
-    )
-    mlflow.log_input(dataset, context="training")
+    # The restored snapshot is a local folder: named as a "local" source, not left for MLflow to guess
+    # between its two local source types (which warns on every run).
+    source = get_dataset_source_from_json(json.dumps({"uri": str(request.data_path)}), source_type="local")
+    with integer_schema_hint_hidden():
+        dataset = mlflow.data.from_pandas(
+            frame, source=source, targets=request.target,
+            name=f"snapshot:{request.snapshot_id}", digest=request.snapshot_id[:32],
+        )
+        mlflow.log_input(dataset, context="training")  # where the dataset's schema is inferred
     with tempfile.TemporaryDirectory() as staging:
         root = Path(staging)
         (root / "environment").mkdir()

@@ -14,7 +14,7 @@ def best_of(results: Iterable[Mapping[str, Any] | None], direction: str) -> dict
 
     For tuning tasks, mapped or not, that feed one training task: ``best_of(tune.output, "maximize")
     ["best_params"]``. Tasks sharing a study each return its best when they finished, so this is the
-    study's best even if one stopped early (a ``timeout``); None (a task that returned nothing) is skipped.
+    study's best even if one stopped early (a ``timeout_seconds``); None (a task that returned nothing) is skipped.
     """
     if direction not in ("maximize", "minimize"):
         raise MlopsError(f"direction must be maximize or minimize, got {direction!r}")

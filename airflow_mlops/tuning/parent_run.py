@@ -103,6 +103,6 @@ def run_tuning(
             writer.backfill(study)  # its trials an earlier attempt finished but never wrote, stale ones included
             complete = state_counts(study)["COMPLETE"]
             if complete == 0:
-                raise TuningError(f"study {name} has no complete trial (timeout {request.timeout}s)")
+                raise TuningError(f"study {name} has no complete trial (timeout {request.timeout_seconds}s)")
             log_study_summary(study, request, complete)
     return TuningResult(study.best_params, study.best_value, name, parent_id, experiment_id, complete)

@@ -61,7 +61,7 @@ class TuningRequest:
     objective: Callable[[Any, PreparedData], float] | None = None  # (trial, training part) -> value
     validation: Validation = field(default_factory=Validation)
     n_jobs: int = 1
-    timeout: float | None = None
+    timeout_seconds: float | None = None
     sampler: Any = None
     pruner: Any = None
     storage_description: str = ""
@@ -120,7 +120,7 @@ def tuning_request(
     cv: Any = 5,
     validation_size: float | None = None,
     n_jobs: Any = 1,
-    timeout: float | None = None,
+    timeout_seconds: float | None = None,
     sampler: Any = "tpe",
     pruner: Any = None,
     study_name: Any = None,
@@ -145,7 +145,7 @@ def tuning_request(
         training=training, n_trials=positive_int(n_trials, "n_trials"), metric=chosen_metric,
         direction=chosen_direction, space=space, objective=objective,
         validation=Validation(folds, float(validation_size) if validation_size is not None else None),
-        n_jobs=positive_int(n_jobs, "n_jobs"), timeout=timeout,
+        n_jobs=positive_int(n_jobs, "n_jobs"), timeout_seconds=timeout_seconds,
         sampler=_build(sampler, SAMPLERS, "optuna.samplers", seed=training.seed),
         # None means no pruning (Optuna's own default would be the median pruner)
         pruner=_build(pruner if pruner is not None else "none", PRUNERS, "optuna.pruners"),

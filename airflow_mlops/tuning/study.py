@@ -32,9 +32,9 @@ from airflow_mlops.tuning.request import TuningRequest
 #: A study gives up when it has made this many trials per trial asked for (failed and pruned ones replaced).
 _MAX_ATTEMPTS_PER_TRIAL = 10
 #: How long a task joining a new study waits for its creator to stamp the fingerprint on it.
-_STAMP_WAIT_S = 5.0
+_STAMP_WAIT_SECONDS = 5.0
 #: How often a task of a shared study, waiting for the other workers' last trials, looks at the study.
-_WAIT_POLL_S = 1.0
+_WAIT_POLL_SECONDS = 1.0
 
 
 class TuningError(MlopsError):
@@ -78,7 +78,7 @@ def open_study(storage: Any, request: TuningRequest) -> Any:
 
 def _stamp_of(study: Any) -> str | None:
     """The fingerprint on an existing study, waiting briefly for the creator of one with no trial yet to stamp it."""
-    deadline = time.monotonic() + _STAMP_WAIT_S
+    deadline = time.monotonic() + _STAMP_WAIT_SECONDS
     while (stamp := study.user_attrs.get(FINGERPRINT_ATTR)) is None and time.monotonic() < deadline \
             and not study.get_trials(deepcopy=False):
         time.sleep(0.1)
@@ -157,7 +157,7 @@ def optimize_to_n_trials(study: Any, storage: Any, objective: TrialObjective, re
     failing any whose worker died: re-queued, it is taken here. ``on_trial_done(study, trial)`` is told of
     each trial of this worker as it ends (an Optuna callback).
     """
-    deadline = time.monotonic() + request.timeout if request.timeout else None
+    deadline = time.monotonic() + request.timeout_seconds if request.timeout_seconds else None
 
     def trial_in_slot(trial: Any) -> float:
         claim_slot(trial, request.n_trials)
@@ -176,7 +176,7 @@ def optimize_to_n_trials(study: Any, storage: Any, objective: TrialObjective, re
             return
         free = request.n_trials - states["COMPLETE"] - states["RUNNING"]
         if free <= 0:
-            time.sleep(_WAIT_POLL_S if remaining is None else min(_WAIT_POLL_S, remaining))
+            time.sleep(_WAIT_POLL_SECONDS if remaining is None else min(_WAIT_POLL_SECONDS, remaining))
             fail_trials_of_dead_attempts(study, storage, objective.owner, shared=request.shared)
             continue
         study.optimize(trial_in_slot, n_trials=free, n_jobs=request.n_jobs, timeout=remaining,

@@ -6,6 +6,7 @@ import json
 import time
 from typing import Any
 
+from airflow_mlops.tracking.paging import all_pages
 from airflow_mlops.tracking.runs import identity_tags
 from airflow_mlops.tracking.tags import (
     ERROR_ATTR,
@@ -50,8 +51,8 @@ class TrialRunWriter:
 
     def backfill(self, study: Any) -> None:
         """Write runs for finished trials with no finished run under the parent (and finish half-written ones)."""
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{self.parent_run_id}'", max_results=50000
+        runs = all_pages(
+            self.client.search_runs, [self.experiment_id], filter_string=f"tags.`{PARENT_RUN_TAG}` = '{self.parent_run_id}'"
         )
         by_trial = {run.data.tags.get(TRIAL_NUMBER_TAG): run for run in runs}
         retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
@@ -95,7 +96,7 @@ class TrialRunWriter:
         metrics = []
         if trial.datetime_start is not None and trial.datetime_complete is not None:
             duration = (trial.datetime_complete - trial.datetime_start).total_seconds()
-            metrics.append(Metric("trial_duration_s", duration, ended, 0))
+            metrics.append(Metric("trial_duration_seconds", duration, ended, 0))
         if trial.value is not None:
             metrics.append(Metric(self.request.metric, trial.value, ended, 0))
         # the running mean after each validation fold, as the pruner saw it

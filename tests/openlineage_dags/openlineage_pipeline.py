@@ -13,7 +13,7 @@ from airflow.sdk import DAG, Param
 from airflow_mlops.operators import (
     BatchPredictOperator,
     DataSnapshotOperator,
-    MLflowTrainOperator,
+    MlflowTrainOperator,
     OptunaTuneOperator,
     RegisterModelOperator,
 )
@@ -25,7 +25,7 @@ with DAG(dag_id="openlineage_pipeline", schedule=None, start_date=datetime(2026,
              "estimator": "sklearn.linear_model.LogisticRegression", "experiment_name": "openlineage"}
     tune = OptunaTuneOperator(task_id="tune", search_space={"C": {"type": "float", "low": 0.01, "high": 10, "log": True}},
                               n_trials=2, cv=2, **model)
-    train = MLflowTrainOperator(task_id="train", hyperparams=tune.output["best_params"], **model)
+    train = MlflowTrainOperator(task_id="train", hyperparams=tune.output["best_params"], **model)
     register = RegisterModelOperator(task_id="register", model_name="openlineage_model", training=train.output)
     score = BatchPredictOperator(task_id="score", model="models:/openlineage_model@champion",
                                  input_snapshot=rows.output, key_columns=["id"])

@@ -10,7 +10,7 @@ from airflow.sdk import DAG, Param, task
 from airflow_mlops.operators import (
     BatchPredictOperator,
     DataSnapshotOperator,
-    MLflowTrainOperator,
+    MlflowTrainOperator,
     OptunaTuneOperator,
     RegisterModelOperator,
 )
@@ -43,7 +43,7 @@ with DAG(
     data = snapshot_of_generated_data()
     for name in ("a", "b"):
         common = {"input_snapshot": data.output, "target": "label", "estimator": ESTIMATOR, "features": FEATURES}
-        MLflowTrainOperator(task_id=f"train_{name}", **common)
+        MlflowTrainOperator(task_id=f"train_{name}", **common)
         OptunaTuneOperator(task_id=f"tune_{name}", search_space=SPACE, n_trials="{{ params.n_trials }}",
                                    heartbeat_interval=5, grace_period=15, **common)
 
@@ -52,7 +52,7 @@ with DAG(
     default_args={"retries": 1, "retry_delay": timedelta(seconds=2)},
 ):
     data = snapshot_of_generated_data()
-    MLflowTrainOperator(task_id="train", input_snapshot=data.output, target="label", features=FEATURES,
+    MlflowTrainOperator(task_id="train", input_snapshot=data.output, target="label", features=FEATURES,
                         train_fn="tests.scheduler_tasks:train_killed_on_first_try")
 
 with DAG(
@@ -73,7 +73,7 @@ with DAG(
     # Each date: train, register behind the gate (killed on try 1 after the version exists, before the
     # aliases move), and score with the champion (killed on try 1 in the middle of writing the output).
     data = snapshot_of_generated_data()
-    train = MLflowTrainOperator(task_id="train", input_snapshot=data.output, target="label", estimator=ESTIMATOR,
+    train = MlflowTrainOperator(task_id="train", input_snapshot=data.output, target="label", estimator=ESTIMATOR,
                                 features=FEATURES)
     register = RegisterModelOperator(
         task_id="register", model_name="backfilled", training=train.output,
