@@ -15,6 +15,7 @@ import pytest
 
 from airflow_mlops.snapshots import SnapshotStore
 from airflow_mlops.snapshots.packs import PACK_OBJECT_LIMIT
+from tests.test_snapshot_store import make_tree, read_tree
 
 pytestmark = pytest.mark.floor
 
@@ -35,18 +36,6 @@ RAW = {
 DERIVED = {"a.csv": RAW["a.csv"], "clean.csv": b"id,value\n1,10\n"}
 RAW_ID = "1b72ed71d01628b116a11ac6e887f3cfc0b591d9fce5bb8228805fef3031bd70"
 DERIVED_ID = "a4a6fcc5e0e7a7e80421fe56e901cb60a9dee5eba0a8dedc6b95f6038bb15cab"
-
-
-def write_tree(root: Path, files: dict[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def stored_files(store_dir: Path) -> dict[str, bytes]:
@@ -81,6 +70,6 @@ def test_the_committed_snapshots_restore_byte_identical(store_dir, tmp_path, sna
 @pytest.mark.parametrize(("snapshot_id", "files", "parents"), [(RAW_ID, RAW, []), (DERIVED_ID, DERIVED, [RAW_ID])])
 def test_the_same_files_snapshot_again_to_the_same_id_writing_no_object(store_dir, tmp_path, snapshot_id, files, parents):
     before = stored_files(store_dir)
-    record = SnapshotStore.open(str(store_dir)).snapshot(write_tree(tmp_path / "src", files), parents=parents)
+    record = SnapshotStore.open(str(store_dir)).snapshot(make_tree(tmp_path / "src", files), parents=parents)
     assert record.snapshot_id == snapshot_id
     assert stored_files(store_dir) == before
