@@ -11,8 +11,10 @@ MLFLOW_PORT ?= 5000
 
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+# The MLflow links of tasks over the embedded store point at the MLflow UI `make up` starts.
+export AIRFLOW__AIRFLOW_MLOPS__MLFLOW_UI_URL := http://127.0.0.1:$(MLFLOW_PORT)
 
-.PHONY: install demo up down test test-floor bench clean
+.PHONY: install demo demo-config up down test test-floor bench clean
 
 $(INSTALLED): pyproject.toml requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +27,7 @@ install: $(INSTALLED)
 ## Run the flagship DAG end to end on the embedded default (SQLite, local files, Spark local[*]).
 ## Without DEMO_DATE the run is for today, as a UI trigger makes it; DEMO_DATE=2026-01-01 runs a past
 ## date (its run then shows that date as its start, so the UI reports a duration of months).
-demo: $(INSTALLED)
-	mkdir -p $(DEMO_HOME)
+demo: $(INSTALLED) demo-config
 	AIRFLOW_HOME=$(DEMO_HOME) $(VENV)/bin/airflow db migrate > $(DEMO_HOME)/db-migrate.log 2>&1
 	AIRFLOW_HOME=$(DEMO_HOME) $(VENV)/bin/airflow dags test fraud_detection $(DEMO_DATE) > $(DEMO_HOME)/dags-test.log 2>&1 \
 		|| (tail -n 60 $(DEMO_HOME)/dags-test.log; exit 1)
@@ -42,9 +43,19 @@ demo: $(INSTALLED)
 	@echo "More: AIRFLOW_HOME=$(DEMO_HOME) $(VENV)/bin/airflow-mlops history fraud_detection | log | reproduce RUN_ID"
 	@echo "Click through both UIs: make up (stop with make down)"
 
+## The demo home's own settings, written on each `make demo` / `make up` (ports as given), so that
+## `AIRFLOW_HOME=.demo airflow ...` by hand finds the DAGs and links as make does, and the task supervisor
+## reaches the execution API at [api] base_url on AIRFLOW_PORT, not 8080. An airflow.cfg that
+## Airflow wrote itself, with its defaults, is kept aside as airflow.cfg.airflow-default.
+demo-config:
+	@mkdir -p $(DEMO_HOME)
+	@test ! -f $(DEMO_HOME)/airflow.cfg || grep -q "^# written by make" $(DEMO_HOME)/airflow.cfg \
+		|| mv $(DEMO_HOME)/airflow.cfg $(DEMO_HOME)/airflow.cfg.airflow-default
+	@printf '# written by make demo / make up: the settings the demo runs with\n[core]\ndags_folder = %s\nload_examples = False\n\n[api]\nport = %s\nbase_url = http://127.0.0.1:%s\n\n[airflow_mlops]\nmlflow_ui_url = http://127.0.0.1:%s\n' \
+		'$(CURDIR)/dags' '$(AIRFLOW_PORT)' '$(AIRFLOW_PORT)' '$(MLFLOW_PORT)' > $(DEMO_HOME)/airflow.cfg
+
 ## Start Airflow (airflow standalone, which runs `airflow` from PATH) and the MLflow UI on the demo's stores, in the background.
-up: $(INSTALLED)
-	mkdir -p $(DEMO_HOME)
+up: $(INSTALLED) demo-config
 	@test ! -f $(DEMO_HOME)/standalone.pid || (echo "already up (make down first)"; exit 1)
 	PATH=$(abspath $(VENV))/bin:$$PATH AIRFLOW_HOME=$(DEMO_HOME) AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
 		setsid $(VENV)/bin/airflow standalone \

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from airflow_mlops.errors import MlopsError
 
+#: The MLflow UI of the embedded store, unless ``[airflow_mlops] mlflow_ui_url`` says otherwise.
+EMBEDDED_MLFLOW_UI_URL = "http://127.0.0.1:5000"
 #: Default size budget of the snapshots restored under AIRFLOW_HOME for tasks to read.
 RESTORED_BUDGET_BYTES = 20 * 10**9
 

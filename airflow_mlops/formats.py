@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json", ".jsonl": "json"}
 
 
-class DataFormatError(MlopsError):
+class DataFormatError(InputError):
     """A path holds no data files, or files of several or unknown formats."""
 
 

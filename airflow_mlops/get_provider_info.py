@@ -1,6 +1,7 @@
 """Provider metadata read by Airflow's ProvidersManager (entry point ``apache_airflow_provider``)."""
 
 from airflow_mlops import __version__
+from airflow_mlops.config import EMBEDDED_MLFLOW_UI_URL
 
 
 def get_provider_info() -> dict:
@@ -17,7 +18,8 @@ def get_provider_info() -> dict:
             {"integration-name": "Optuna", "external-doc-url": "https://optuna.readthedocs.io/", "tags": ["software"]},
         ],
         "operators": [
-            {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.operators.snapshot", "airflow_mlops.operators.retention"]},
+            {"integration-name": "Data snapshots", "python-modules": ["airflow_mlops.operators.snapshot", "airflow_mlops.operators.retention",
+                                                                   "airflow_mlops.operators.conf"]},
             {"integration-name": "Spark ETL", "python-modules": ["airflow_mlops.operators.spark_etl"]},
             {"integration-name": "MLflow", "python-modules": ["airflow_mlops.operators.training", "airflow_mlops.operators.predict", "airflow_mlops.operators.registry"]},
             {"integration-name": "Optuna", "python-modules": ["airflow_mlops.operators.tuning"]},
@@ -31,6 +33,22 @@ def get_provider_info() -> dict:
         "connection-types": [
             {"hook-class-name": "airflow_mlops.hooks.mlflow.MlflowHook", "connection-type": "mlflow"},
         ],
+        "config": {
+            "airflow_mlops": {
+                "description": "airflow-mlops settings that no connection carries.",
+                "options": {
+                    "mlflow_ui_url": {
+                        "description": "Base URL of the MLflow UI over the embedded store (no ``mlflow_default`` "
+                        "connection), for the MLflow extra links and log lines; a connection's links use its "
+                        "server (or its ``ui_url`` extra). ``make up`` sets it to the port it starts the UI on.\n",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "http://127.0.0.1:5002",
+                        "default": EMBEDDED_MLFLOW_UI_URL,
+                    },
+                },
+            },
+        },
         "extra-links": [
             "airflow_mlops.links.mlflow.MlflowRunLink",
             "airflow_mlops.links.registry.MlflowModelVersionLink",

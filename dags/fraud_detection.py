@@ -29,6 +29,7 @@ from airflow_mlops.datasets import DATA_DATE_TEMPLATE, dated_seed
 from airflow_mlops.etl.fraud import FEATURE_COLUMNS, KEY, LABEL
 from airflow_mlops.operators import (
     BatchPredictOperator,
+    CheckConfOperator,
     DataSnapshotOperator,
     MlflowTrainOperator,
     OptunaTuneOperator,
@@ -119,7 +120,8 @@ with DAG(
     catchup=False,
     max_active_runs=1,  # a day's model is gated against the previous day's champion, so days go in order
     params={
-        "rows": Param(20_000, type="integer", minimum=100, maximum=50_000_000, description="transactions to generate"),
+        "rows": Param(20_000, type="integer", minimum=1_000, maximum=50_000_000,
+                      description="transactions to generate (from 1,000: 50 customers, enough for the test split and 5-fold tuning)"),
         "seed": Param(7, type="integer", minimum=0, description="generator seed, mixed with the data date"),
         **RETRAINING_PARAMS,
     },
@@ -136,7 +138,7 @@ with DAG(
         return str(write_paysim_csv(target, rows=params["rows"], seed=seed))
 
     snapshot_raw = DataSnapshotOperator(task_id="snapshot_raw", source=RAW_DATA)
-    generate_transactions(RAW_DATA, DATA_DATE_TEMPLATE) >> snapshot_raw
+    CheckConfOperator(task_id="check_conf") >> generate_transactions(RAW_DATA, DATA_DATE_TEMPLATE) >> snapshot_raw
     retrain_and_score(snapshot_raw.output)
 
 

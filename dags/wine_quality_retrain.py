@@ -27,6 +27,7 @@ from airflow_mlops.datasets import DATA_DATE_TEMPLATE, dated_seed
 from airflow_mlops.datasets.wine import FEATURE_COLUMNS, KEY, TARGET
 from airflow_mlops.operators import (
     BatchPredictOperator,
+    CheckConfOperator,
     DataSnapshotOperator,
     MlflowTrainOperator,
     OptunaTuneOperator,
@@ -94,7 +95,7 @@ with DAG(
         seed = dated_seed(params["seed"], data_date)
         return str(write_wine_quality_csv(target, rows=params["rows"], seed=seed))
 
-    generated = generate_wines(RAW_DATA, DATA_DATE_TEMPLATE)
+    generated = CheckConfOperator(task_id="check_conf") >> generate_wines(RAW_DATA, DATA_DATE_TEMPLATE)
 
     snapshot_wines = DataSnapshotOperator(task_id="snapshot_wines", source=RAW_DATA)
 

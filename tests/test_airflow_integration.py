@@ -7,6 +7,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -171,13 +172,55 @@ def test_make_up_serves_both_uis_on_the_demo_stores_and_make_down_stops_every_pr
             "metadatabase": "healthy", "scheduler": "healthy", "dag_processor": "healthy", "triggerer": "healthy"}
         with urllib.request.urlopen(f"http://127.0.0.1:{ports['MLFLOW_PORT']}/health", timeout=30) as health:
             assert health.read() == b"OK"
-        assert (home / "simple_auth_manager_passwords.json.generated").exists()  # the UI's admin password
+        password = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())["admin"]
+        landed = tmp_path / "landed.csv"
+        landed.write_text("nameOrig,amount\nC1,10.5\n")
+        run = _run_as_admin(f"http://127.0.0.1:{ports['AIRFLOW_PORT']}", password, "fraud_transactions_landed",
+                            {"path": str(landed)})
+        # the task supervisor reached the execution API on the chosen port: the task ran, on its first try
+        assert (run["state"], run["tries"]) == ("success", {"snapshot": 1}), run
+        assert "[airflow_mlops]\nmlflow_ui_url = http://127.0.0.1:" + ports["MLFLOW_PORT"] in (home / "airflow.cfg").read_text()
     finally:
         down = subprocess.run([*make, "down"], capture_output=True, text=True, env=env, timeout=120)
     assert down.returncode == 0, down.stdout + down.stderr
     left = [p.info for p in psutil.process_iter(["pid", "cmdline"]) if _in_groups(p, groups)]
     assert not left, left
     assert not list(home.glob("*.pid"))
+
+
+def _run_as_admin(base: str, password: str, dag_id: str, conf: dict) -> dict:
+    """As a user of `make up`: log in, wait for the DAG to be parsed, unpause it, trigger it with ``conf``
+    through the REST API, and wait for the run to finish; its state and each task's try number."""
+    import urllib.error
+    import urllib.request
+
+    def call(method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+            headers={"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})})
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, {"detail": error.read().decode(errors="replace")}
+
+    status, login = call("POST", "/auth/token", {"username": "admin", "password": password})
+    assert status == 201, login
+    token = login["access_token"]
+    deadline = time.monotonic() + 180
+    while call("GET", f"/api/v2/dags/{dag_id}", token=token)[0] != 200:  # the dag-processor's first parse
+        assert time.monotonic() < deadline, f"{dag_id} was not parsed"
+        time.sleep(1)
+    assert call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token)[0] == 200
+    status, run = call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf}, token)
+    assert status == 200, run
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run['dag_run_id']}"
+    deadline = time.monotonic() + 300
+    while (run := call("GET", path, token=token)[1])["state"] not in ("success", "failed"):
+        assert time.monotonic() < deadline, run
+        time.sleep(1)
+    tasks = call("GET", f"{path}/taskInstances", token=token)[1]["task_instances"]
+    return {"state": run["state"], "tries": {ti["task_id"]: ti["try_number"] for ti in tasks}}
 
 
 def _in_groups(process, groups: list[int]) -> bool:

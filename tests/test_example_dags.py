@@ -26,7 +26,7 @@ from tests.conftest import REPO, VENV_BIN
 DAG_FILES = [REPO / "dags" / name for name in ("wine_quality_retrain.py", "fraud_detection.py", "reproduce_run.py")]
 
 WINE_DAG = "wine_quality_retrain"
-WINE_TASKS = ["generate_wines", "snapshot_wines", "tune_elasticnet", "train_elasticnet", "register_wine_quality",
+WINE_TASKS = ["check_conf", "generate_wines", "snapshot_wines", "tune_elasticnet", "train_elasticnet", "register_wine_quality",
               "score_wines"]
 
 
@@ -142,9 +142,12 @@ def test_wine_search_space_is_rendered_from_params_and_checked_by_the_tuner():
 
 
 def test_an_inverted_alpha_range_fails_the_tuning_task_before_any_data_study_or_run(airflow_home):
-    """Low above high passes the param schema; the tuner's search-space check is what refuses it."""
+    """Low above high passes the param schema; the tuner's search-space check refuses it, for good (no retry)."""
     from types import SimpleNamespace
 
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_mlops.operators._input import InputFailure
     from airflow_mlops.tuning.space import SearchSpaceError
 
     tune = load_dag_module(WINE_DAG).dag.get_task("tune_elasticnet")
@@ -153,8 +156,9 @@ def test_an_inverted_alpha_range_fails_the_tuning_task_before_any_data_study_or_
     tune.n_trials = "3"
     tune.input_snapshot = "no-such-snapshot"  # never reached: the space is checked first
     ti = SimpleNamespace(dag_id=WINE_DAG, run_id="manual__inverted", task_id=tune.task_id, map_index=-1, try_number=1)
-    with pytest.raises(SearchSpaceError, match=r"alpha: low 1\.0 is above high 0\.01"):
+    with pytest.raises(InputFailure, match=r"alpha: low 1\.0 is above high 0\.01") as refused:
         tune.execute({"ti": ti, "logical_date": None})
+    assert isinstance(refused.value, AirflowFailException) and isinstance(refused.value.__context__, SearchSpaceError)
     assert not (airflow_home / "airflow_mlops" / "optuna.db").exists()
     assert not (airflow_home / "airflow_mlops" / "mlflow.db").exists()
 
@@ -414,25 +418,32 @@ def test_wine_dag_ui_trigger_form_values_reach_the_tasks_and_bad_ones_are_refuse
 
 @pytest.mark.scheduler
 @pytest.mark.postgres
-def test_wine_dag_inverted_alpha_range_fails_tuning_before_any_trial(cluster):
+def test_wine_dag_inverted_alpha_range_fails_tuning_once_before_any_trial(cluster):
+    """An input that cannot work fails its task on try 1 with one message, no retry, no study or run."""
     import optuna
 
     run_id = cluster.trigger(WINE_DAG, conf={"rows": 200, "n_trials": 2, "alpha_low": 0.5, "alpha_high": 0.05},
                              logical_date="2026-03-06T00:00:00Z")
-    deadline = time.monotonic() + 300
-    while True:
-        tune = {ti["task_id"]: ti for ti in cluster.task_instances(WINE_DAG, run_id)}["tune_elasticnet"]
-        if tune["state"] in ("up_for_retry", "failed"):
-            break
-        assert time.monotonic() < deadline, cluster.failure_report(WINE_DAG, run_id)
-        time.sleep(2)
-    status, _ = cluster.api("PATCH", f"/api/v2/dags/{WINE_DAG}/dagRuns/{run_id}", {"state": "failed"})
-    assert status == 200  # stop the retries: the same inputs fail the same way
+    cluster.wait_for_runs(WINE_DAG, [run_id], timeout=300, expect="failed")
+    tune = {ti["task_id"]: ti for ti in cluster.task_instances(WINE_DAG, run_id)}["tune_elasticnet"]
+    assert (tune["state"], tune["try_number"]) == ("failed", 1)
     log = cluster.task_log(WINE_DAG, run_id, "tune_elasticnet", 1)
-    assert "SearchSpaceError" in log and "alpha: low 0.5 is above high 0.05" in log, log[-3000:]
+    assert "InputFailure: alpha: low 0.5 is above high 0.05" in log, log[-3000:]
     assert not _runs_of(cluster.mlflow_client(), "wine_quality", run_id, "tune_elasticnet")  # no parent run
     storage = f"sqlite:///{cluster.home / 'airflow_mlops' / 'optuna.db'}"
     assert not [s for s in optuna.get_all_study_summaries(storage) if run_id in s.study_name]  # no study, no trial
+
+
+@pytest.mark.scheduler
+@pytest.mark.postgres
+def test_wine_dag_conf_with_an_unknown_key_fails_before_any_work_naming_it(cluster):
+    run_id = cluster.trigger(WINE_DAG, conf={"rowz": 300}, logical_date="2026-03-07T00:00:00Z")
+    cluster.wait_for_runs(WINE_DAG, [run_id], timeout=300, expect="failed")
+    states = {ti["task_id"]: (ti["state"], ti["try_number"]) for ti in cluster.task_instances(WINE_DAG, run_id)}
+    assert states["check_conf"] == ("failed", 1)
+    assert {state for task, (state, _try) in states.items() if task != "check_conf"} == {"upstream_failed"}, states
+    log = cluster.task_log(WINE_DAG, run_id, "check_conf", 1)
+    assert f"conf key 'rowz' is not a param of {WINE_DAG}; its params: alpha_high, alpha_low," in log, log[-3000:]
 
 
 @pytest.mark.scheduler
@@ -447,6 +458,14 @@ def test_fraud_dag_scheduled_run_on_the_embedded_default_then_reproduce_run_recr
         time.sleep(1)
     run_id = min(scheduled, key=lambda r: r["logical_date"])["dag_run_id"]
     cluster.wait_for_runs("fraud_detection", [run_id], timeout=900)
+    run_logs = cluster.home / "logs" / "dag_id=fraud_detection" / f"run_id={run_id}"
+    for task_id in ("tune_fraud_model", "train_fraud_model", "register_fraud_model"):
+        logs = sorted((run_logs / f"task_id={task_id}").rglob("attempt=*.log"))  # mapped tasks: map_index=N/
+        assert logs, f"no log of {task_id}"
+        for log in logs:  # our lines, not a page of third-party warnings per task
+            lines = log.read_text(errors="replace").splitlines()
+            assert not [line for line in lines if "DeprecatedImportWarning" in line], log
+            assert len(lines) < 150, f"{log}: {len(lines)} lines"
 
     records = _records_of_run(cluster, run_id)
     raw, features, scored = records["snapshot_raw"], records["customer_features"], records["score_customers"]

@@ -189,11 +189,17 @@ def write_table(tmp_path, name, frame):
 
 def test_bad_input_fails_with_one_clear_message_before_any_run(tmp_path, snapshot, embedded_client):
     import pandas as pd
+    from airflow.sdk.exceptions import AirflowFailException
 
     store, record = snapshot
     text_features = write_table(tmp_path, "text", pd.DataFrame({"city": ["a", "b"] * 20, "x": range(40), "label": [0, 1] * 20}))
     nan_target = write_table(tmp_path, "nan", pd.DataFrame({"x": range(40), "label": [0, 1, None, 1] * 10}))
+    four_rows = write_table(tmp_path, "four", pd.DataFrame({"x": range(4), "label": [0, 1, 0, 1]}))
+    one_class = write_table(tmp_path, "one", pd.DataFrame({"x": range(40), "label": [1] * 40}))
     cases = [
+        ({"input_snapshot": four_rows}, "input_snapshot has 4 rows: too few for test_size=0.2 with 2 classes of 'label' "
+                                        "(it needs at least 10 rows, so that each part holds every class)"),
+        ({"input_snapshot": one_class}, "target 'label' has a single class in the 40 rows of input_snapshot"),
         ({"input_snapshot": f"{store.uri}#0123456789abcdef"}, "unknown snapshot id 0123456789abcdef"),
         ({"target": "is_fraud"}, "target column 'is_fraud' not in the data"),
         ({"input_snapshot": text_features}, "non-numeric feature columns ['city']"),
@@ -208,6 +214,7 @@ def test_bad_input_fails_with_one_clear_message_before_any_run(tmp_path, snapsho
         with pytest.raises(MlopsError) as raised:
             run_attempt(config)
         assert message in str(raised.value) and "\n" not in str(raised.value)
+        assert isinstance(raised.value, AirflowFailException), (message, type(raised.value))  # no retry: it cannot work
     assert runs_of(embedded_client, tmp_path.name) == []
 
 

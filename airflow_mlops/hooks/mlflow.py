@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow.sdk import BaseHook
+from airflow.sdk.configuration import conf
 
-from airflow_mlops.config import embedded_artifact_root
+from airflow_mlops.config import EMBEDDED_MLFLOW_UI_URL, embedded_artifact_root
 from airflow_mlops.hooks.base import optional_connection
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-EMBEDDED_UI_URL = "http://127.0.0.1:5000"
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
@@ -83,7 +83,8 @@ class MlflowHook(BaseHook):
             from airflow_mlops.embedded import embedded_tracking_store
 
             uri = embedded_tracking_store()
-            return TrackingSettings(uri, uri, EMBEDDED_UI_URL, embedded_artifact_root())
+            ui_url = conf.get("airflow_mlops", "mlflow_ui_url", fallback=EMBEDDED_MLFLOW_UI_URL).rstrip("/")
+            return TrackingSettings(uri, uri, ui_url or None, embedded_artifact_root())
         extra = conn.extra_dejson
         header = authorization_header(conn.login, conn.password)
         if extra.get("tracking_uri"):

@@ -1,5 +1,6 @@
 """Operators: thin adapters from Airflow's task world onto airflow_mlops' core modules."""
 
+from airflow_mlops.operators.conf import CheckConfOperator
 from airflow_mlops.operators.predict import BatchPredictOperator
 from airflow_mlops.operators.registry import RegisterModelOperator
 from airflow_mlops.operators.retention import RetentionOperator
@@ -8,5 +9,5 @@ from airflow_mlops.operators.spark_etl import SparkETLOperator
 from airflow_mlops.operators.training import MlflowTrainOperator
 from airflow_mlops.operators.tuning import OptunaTuneOperator
 
-__all__ = ["BatchPredictOperator", "DataSnapshotOperator", "SparkETLOperator", "MlflowTrainOperator", "OptunaTuneOperator", "RegisterModelOperator",
+__all__ = ["BatchPredictOperator", "CheckConfOperator", "DataSnapshotOperator", "SparkETLOperator", "MlflowTrainOperator", "OptunaTuneOperator", "RegisterModelOperator",
            "RetentionOperator"]

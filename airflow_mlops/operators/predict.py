@@ -12,6 +12,7 @@ from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook, restore_snapshot_ref
 from airflow_mlops.hooks.spark import SparkHook
 from airflow_mlops.lineage.datasets import model_dataset
+from airflow_mlops.operators._input import bad_input_fails_at_once
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.operators.snapshot import declare_snapshot_asset
 from airflow_mlops.predict.engine import DEFAULT_SPARK_THRESHOLD_BYTES
@@ -86,6 +87,7 @@ class BatchPredictOperator(OpenLineageMixin, BaseOperator):
         self.asset = declare_snapshot_asset(self, asset)
         self._spark: SparkHook | None = None
 
+    @bad_input_fails_at_once
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.predict import PredictInput, batch_predict, resolve_model
         from airflow_mlops.predict.engine import scores_in_spark

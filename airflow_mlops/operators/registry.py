@@ -12,6 +12,7 @@ from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.lineage.datasets import model_dataset
 from airflow_mlops.links.registry import MlflowModelVersionLink
+from airflow_mlops.operators._input import bad_input_fails_at_once
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.utils.airflow_context import task_identity
 from airflow_mlops.utils.templated import as_float, as_mapping
@@ -100,11 +101,12 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
         self.store = store
         self.aws_conn_id = aws_conn_id
 
+    @bad_input_fails_at_once
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_mlops.tracking.tags import SNAPSHOT_URI_TAG
         from airflow_mlops.registry.gate import GateRule
         from airflow_mlops.registry.promotion import Aliases, register_and_gate
         from airflow_mlops.registry.registration import training_reference
+        from airflow_mlops.tracking.tags import SNAPSHOT_URI_TAG
 
         lineage = self.start_lineage(context)
 

@@ -9,6 +9,7 @@ from airflow.sdk import BaseOperator
 
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
+from airflow_mlops.operators._input import bad_input_fails_at_once
 from airflow_mlops.utils.templated import as_flag
 
 
@@ -65,6 +66,7 @@ class RetentionOperator(BaseOperator):
         self.mlflow_conn_id = mlflow_conn_id
         self.aws_conn_id = aws_conn_id
 
+    @bad_input_fails_at_once
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.config import mlops_home
         from airflow_mlops.retention import KeepRules, apply_retention

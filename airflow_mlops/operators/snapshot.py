@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook
+from airflow_mlops.operators._input import bad_input_fails_at_once
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.utils.airflow_context import task_identity
 
@@ -50,6 +51,7 @@ class DataSnapshotOperator(OpenLineageMixin, BaseOperator):
         self.aws_conn_id = aws_conn_id
         self.asset = declare_snapshot_asset(self, asset)
 
+    @bad_input_fails_at_once
     def execute(self, context: Any) -> dict[str, Any]:
         lineage = self.start_lineage(context)
         store = SnapshotStoreHook(self.store, self.aws_conn_id).get_conn()

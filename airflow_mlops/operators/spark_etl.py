@@ -12,6 +12,7 @@ from airflow_mlops.errors import MlopsError
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook, restore_snapshot_ref
 from airflow_mlops.hooks.spark import SparkApplication, SparkHook
 from airflow_mlops.links.spark import SparkApplicationLink, SparkUILink
+from airflow_mlops.operators._input import bad_input_fails_at_once
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
 from airflow_mlops.operators.snapshot import declare_snapshot_asset
 from airflow_mlops.utils.airflow_context import task_identity
@@ -126,6 +127,7 @@ class SparkETLOperator(OpenLineageMixin, BaseOperator):
         uri, snapshot_id, path = restore_snapshot_ref(value, self.store, self.aws_conn_id, argument=f"inputs[{name!r}]")
         return EtlInput(name, path, snapshot_id, uri, self.input_format)
 
+    @bad_input_fails_at_once
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.etl.job import SparkJob
 

@@ -8,6 +8,7 @@ from typing import Any
 from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.links.mlflow import MlflowRunLink
 from airflow_mlops.operators._base import SnapshotModelOperator
+from airflow_mlops.operators._input import bad_input_fails_at_once
 from airflow_mlops.utils.templated import as_mapping
 
 
@@ -49,9 +50,10 @@ class MlflowTrainOperator(SnapshotModelOperator):
         self.train_fn = train_fn
         self.hyperparams = hyperparams
 
+    @bad_input_fails_at_once
     def execute(self, context: Any) -> dict[str, Any]:
-        from airflow_mlops.tracking.runs import get_or_create_experiment
         from airflow_mlops.tracking.data import prepare
+        from airflow_mlops.tracking.runs import get_or_create_experiment
         from airflow_mlops.tracking.training import tracked_training
         from airflow_mlops.utils.imports import import_object
 

@@ -9,6 +9,7 @@ from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.optuna import OptunaStorageHook
 from airflow_mlops.links.mlflow import MlflowRunLink
 from airflow_mlops.operators._base import SnapshotModelOperator
+from airflow_mlops.operators._input import bad_input_fails_at_once
 from airflow_mlops.utils.templated import as_int
 
 
@@ -109,11 +110,12 @@ class OptunaTuneOperator(SnapshotModelOperator):
         self.grace_period = grace_period
         self.study_name = study_name
 
+    @bad_input_fails_at_once
     def execute(self, context: Any) -> dict[str, Any]:
         from airflow_mlops.tracking.data import prepare
         from airflow_mlops.tracking.runs import get_or_create_experiment
-        from airflow_mlops.tuning.request import checked_space, tuning_request
         from airflow_mlops.tuning.parent_run import run_tuning
+        from airflow_mlops.tuning.request import checked_space, tuning_request
         from airflow_mlops.utils.imports import import_object
 
         lineage = self.start_lineage(context)

@@ -25,6 +25,7 @@ from airflow_mlops.formats import data_files
 from airflow_mlops.predict.model import PredictError, ResolvedModel
 from airflow_mlops.predict.signature import check_columns, column_kind, spark_kind
 from airflow_mlops.snapshots import SnapshotRecord, SnapshotStore
+from airflow_mlops.tracking.quiet import skops_io
 
 OUTPUT_FILE = "part-00000.parquet"
 
@@ -107,6 +108,7 @@ def _score_pandas(source: PredictInput, model: ResolvedModel, signature: Any, ke
 
     from airflow_mlops.tracking.data import load_table
 
+    skops_io()  # an sklearn model's loader imports skops; imported first here, quietly
     frame = load_table(source.path)
     inputs = check_columns(signature, {str(name): column_kind(dtype) for name, dtype in frame.dtypes.items()}, keys)
     predictions = mlflow.pyfunc.load_model(model.model_uri).predict(frame[inputs])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_mlops.errors import MlopsError
+from airflow_mlops.tracking.quiet import skops_io
 from airflow_mlops.tracking.tags import SNAPSHOT_TAG, SNAPSHOT_URI_TAG
 
 
@@ -75,6 +76,7 @@ def load_model(model_uri: str) -> tuple[Any, str]:
 
     from airflow_mlops.tracking.estimators import model_type
 
+    skops_io()  # MLflow's loader imports skops; imported first here, quietly
     try:
         model = mlflow.sklearn.load_model(model_uri)
     except Exception as error:  # noqa: BLE001 - any flavor problem means the gate cannot score it

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 from airflow_mlops.tracking.metrics import CLASSIFIER_METRICS, REGRESSOR_METRICS
 from airflow_mlops.tracking.metrics import direction as metric_direction
 
@@ -35,17 +35,17 @@ class GateRule:
         known = set(CLASSIFIER_METRICS) | set(REGRESSOR_METRICS)
         unknown = [m for m in [self.metric, *self.guard_metrics] if m is not None and m not in known]
         if unknown:
-            raise MlopsError(f"gate metrics {unknown} are not among {', '.join(sorted(known))}")
+            raise InputError(f"gate metrics {unknown} are not among {', '.join(sorted(known))}")
         if self.direction not in (None, "maximize", "minimize"):
-            raise MlopsError(f"gate direction must be 'maximize' or 'minimize', not {self.direction!r}")
+            raise InputError(f"gate direction must be 'maximize' or 'minimize', not {self.direction!r}")
         if self.min_improvement < 0 or any(tolerance < 0 for tolerance in self.guard_metrics.values()):
-            raise MlopsError("min_improvement and guard metric tolerances must be 0 or more")
+            raise InputError("min_improvement and guard metric tolerances must be 0 or more")
 
     def resolved_direction(self, metric: str | None = None) -> str:
         name = metric or self.metric
         found = (self.direction if metric is None else None) or metric_direction(name)
         if found not in ("maximize", "minimize"):
-            raise MlopsError(f"metric {name!r}: give direction='maximize' or 'minimize'")
+            raise InputError(f"metric {name!r}: give direction='maximize' or 'minimize'")
         return found
 
     def metrics(self) -> list[str]:

@@ -63,11 +63,12 @@ def read_record(client: Any, run: Any) -> RecordedRun:
         definition = json.loads(Path(client.download_artifacts(run_id, DEFINITION_ARTIFACT, staging)).read_text())
         estimator = None if definition["estimator"] == "None" else definition["estimator"]  # describe_estimator(None)
         if ESTIMATOR_ARTIFACT in files:
-            import skops.io
+            from airflow_mlops.tracking.quiet import skops_io
 
+            sio = skops_io()
             path = client.download_artifacts(run_id, ESTIMATOR_ARTIFACT, staging)
             # the run's own artifact, written from the estimator it was given: its types are the ones it used
-            estimator = skops.io.load(path, trusted=skops.io.get_untrusted_types(file=path))
+            estimator = sio.load(path, trusted=sio.get_untrusted_types(file=path))
         requirements = (Path(client.download_artifacts(run_id, _REQUIREMENTS_ARTIFACT, staging)).read_text()
                         if _REQUIREMENTS_ARTIFACT in files else None)
     return RecordedRun(run, definition, estimator, requirements)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 from airflow_mlops.snapshots import SnapshotRecord
 
 
@@ -32,10 +32,10 @@ class KeepRules:
     def __post_init__(self) -> None:
         for rule, value in self._rules():
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise MlopsError(f"{self.spelling.format(rule)} must be a whole number of at least 0, got {value!r}")
+                raise InputError(f"{self.spelling.format(rule)} must be a whole number of at least 0, got {value!r}")
         if not any(value for _rule, value in self._rules()):
             named = ", ".join(self.spelling.format(rule) for rule, _value in self._rules())
-            raise MlopsError(f"no keep rule: give at least one of {named} above 0")
+            raise InputError(f"no keep rule: give at least one of {named} above 0")
 
     @classmethod
     def parse(cls, last: Any = 0, daily: Any = 0, weekly: Any = 0, *, spelling: str = "--keep-{}") -> KeepRules:

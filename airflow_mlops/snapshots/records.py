@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
-from airflow_mlops.errors import SnapshotError
+from airflow_mlops.errors import SnapshotError, SnapshotRefError
 from airflow_mlops.snapshots.backends import Backend
 from airflow_mlops.snapshots.hashing import digest_bytes
 from airflow_mlops.snapshots.refs import (
@@ -99,12 +99,12 @@ def resolve_id(backend: Backend, snapshot_id: str) -> str:
     """The full id for an id or a unique prefix of at least six characters."""
     candidate = snapshot_id.strip().lower()
     if not is_snapshot_id(candidate):
-        raise SnapshotError(f"{snapshot_id!r} is not a snapshot id (hex, at least {MIN_ID_PREFIX} characters)")
+        raise SnapshotRefError(f"{snapshot_id!r} is not a snapshot id (hex, at least {MIN_ID_PREFIX} characters)")
     # a full id lists its own folder only; a prefix lists the ids under records/ starting with it
     prefix = records_prefix(candidate) if len(candidate) == ID_LENGTH else RECORDS_PREFIX + candidate
     matches = {key.split("/")[1] for key in backend.list_keys(prefix)}
     if not matches:
-        raise SnapshotError(f"unknown snapshot id {snapshot_id} in store {backend.uri}; see 'airflow-mlops log'")
+        raise SnapshotRefError(f"unknown snapshot id {snapshot_id} in store {backend.uri}; see 'airflow-mlops log'")
     if len(matches) > 1:
-        raise SnapshotError(f"snapshot id prefix {snapshot_id} is ambiguous in {backend.uri}; give more characters")
+        raise SnapshotRefError(f"snapshot id prefix {snapshot_id} is ambiguous in {backend.uri}; give more characters")
     return matches.pop()

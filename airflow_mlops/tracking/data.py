@@ -6,11 +6,13 @@ seeded) is scored only by the final training run; tuning sees the training part 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 from airflow_mlops.formats import DataFormatError, data_files
 from airflow_mlops.tracking.estimators import build_estimator, model_type
 from airflow_mlops.tracking.request import TrainingRequest
@@ -18,7 +20,7 @@ from airflow_mlops.tracking.request import TrainingRequest
 READERS = {"csv": "read_csv", "parquet": "read_parquet", "json": "read_json"}
 
 
-class TrainingDataError(MlopsError):
+class TrainingDataError(InputError):
     """The input data cannot be trained on as asked."""
 
 
@@ -83,13 +85,31 @@ class PreparedData:
         return PreparedData(frame, self.X_train, None, self.y_train, None, self.estimator, self.model_type)
 
 
+def check_split_size(y: Any, target: str, test_size: float, kind: str | None) -> None:
+    """Refuse, naming what is needed, a table too small to split into a training and a test part
+    (for a classifier: both holding every class), before scikit-learn fails deep in a split."""
+    rows = len(y)
+    test_rows = math.ceil(rows * test_size)
+    classes = int(y.nunique()) if kind == "classifier" else 1
+    if kind == "classifier" and classes < 2:
+        raise TrainingDataError(f"target {target!r} has a single class in the {rows} rows of input_snapshot; "
+                                "a classifier needs at least 2")
+    needed = max(math.ceil(classes / test_size), math.ceil(classes / (1 - test_size)), 2)
+    if rows < needed or test_rows < classes or rows - test_rows < classes:
+        raise TrainingDataError(
+            f"input_snapshot has {rows} rows: too few for test_size={test_size:g}"
+            + (f" with {classes} classes of {target!r}" if classes > 1 else "")
+            + f" (it needs at least {needed} rows, so that each part holds {'every class' if classes > 1 else 'a row'})"
+        )
+
+
 def prepare(request: TrainingRequest) -> PreparedData:
     """Load the data, check it against the request and split it; raises before any run starts."""
     from sklearn.model_selection import train_test_split
     from sklearn.pipeline import Pipeline
 
     if not 0 < request.test_size < 1:
-        raise MlopsError(f"test_size must be between 0 and 1, got {request.test_size}")
+        raise InputError(f"test_size must be between 0 and 1, got {request.test_size}")
     frame = load_table(request.data_path)
     prepared = PreparedData(frame=frame)
     if request.estimator is not None:
@@ -101,6 +121,7 @@ def prepare(request: TrainingRequest) -> PreparedData:
         return prepared
     numeric = prepared.estimator is not None and not isinstance(prepared.estimator, Pipeline)
     X, y = features_and_target(frame, request.target, request.features, numeric=numeric)
+    check_split_size(y, request.target, request.test_size, prepared.model_type)
     stratify = y if prepared.model_type == "classifier" and y.value_counts().min() >= 2 else None
     prepared.X_train, prepared.X_test, prepared.y_train, prepared.y_test = train_test_split(
         X, y, test_size=request.test_size, random_state=request.seed, stratify=stratify

@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError, MlopsError
 from airflow_mlops.utils.imports import import_object
 
 
 class TrainingError(MlopsError):
     """Training itself failed (the user's function or the estimator raised)."""
+
+
+class EstimatorError(TrainingError, InputError):
+    """An estimator that cannot be built from its hyperparameters, or a model that cannot be logged."""
 
 
 def build_estimator(estimator: Any, hyperparams: Mapping[str, Any], seed: int) -> Any:
@@ -23,7 +27,7 @@ def build_estimator(estimator: Any, hyperparams: Mapping[str, Any], seed: int) -
         else:
             model = clone(estimator).set_params(**hyperparams)
     except (TypeError, ValueError) as error:
-        raise TrainingError(f"hyperparams {dict(hyperparams)} do not fit estimator {estimator}: {error}") from None
+        raise EstimatorError(f"hyperparams {dict(hyperparams)} do not fit estimator {estimator}: {error}") from None
     seeds = {
         name: seed
         for name, value in model.get_params(deep=True).items()

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow_mlops.tracking.data import PreparedData
-from airflow_mlops.tracking.mlflow_hints import integer_schema_hint_hidden
+from airflow_mlops.tracking.quiet import integer_schema_hint_hidden
 
 
 def evaluate(model: Any, model_uri: str, target: str, prepared: PreparedData) -> dict[str, float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 
 CLASSIFIER_METRICS = (
     "accuracy_score", "f1_score", "precision_score", "recall_score", "roc_auc", "precision_recall_auc", "log_loss",
@@ -26,7 +26,7 @@ def check_metric(metric: str, model_type: str | None) -> None:
     """Refuse a metric name the model type does not have (before any work starts)."""
     known = CLASSIFIER_METRICS if model_type == "classifier" else REGRESSOR_METRICS if model_type == "regressor" else ()
     if metric not in known:
-        raise MlopsError(f"metric {metric!r} is not one of the {model_type} metrics: {', '.join(known)}")
+        raise InputError(f"metric {metric!r} is not one of the {model_type} metrics: {', '.join(known)}")
 
 
 def direction(metric: str) -> str | None:
@@ -57,7 +57,7 @@ def score(model: Any, X: Any, y: Any, metric: str, model_type: str) -> float:
             return float(sk.log_loss(y, probabilities, labels=model.classes_))
         if metric == "precision_recall_auc":  # MLflow reports average precision under this name, binary only
             if not binary:
-                raise MlopsError("precision_recall_auc is defined for binary classifiers only")
+                raise InputError("precision_recall_auc is defined for binary classifiers only")
             return float(sk.average_precision_score(y, probabilities[:, list(model.classes_).index(positive)],
                                                     pos_label=positive))
         if binary:

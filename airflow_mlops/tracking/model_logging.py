@@ -6,7 +6,8 @@ from typing import Any
 
 from airflow_mlops.tracking.data import PreparedData
 from airflow_mlops.tracking.environment import pinned
-from airflow_mlops.tracking.estimators import TrainingError, is_sklearn
+from airflow_mlops.tracking.estimators import EstimatorError, is_sklearn
+from airflow_mlops.tracking.quiet import skops_io
 
 MODEL_NAME = "model"
 
@@ -18,14 +19,13 @@ def log_model(model: Any, prepared: PreparedData) -> str:
     if is_sklearn(model):
         from mlflow.models import infer_signature
 
-        import skops.io
-
+        sio = skops_io()
         example = prepared.X_train.head(5) if prepared.X_train is not None else None
         signature = infer_signature(example, model.predict(example)) if example is not None else None
         info = mlflow.sklearn.log_model(
             model, name=MODEL_NAME, signature=signature, input_example=example,
             # skops, not pickle: safe to load. We built this model, so the types it holds are trusted.
-            skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
             pip_requirements=pinned("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops"),
         )
         return info.model_uri
@@ -33,4 +33,4 @@ def log_model(model: Any, prepared: PreparedData) -> str:
         # mlflow.spark has not moved to name= yet (MLflow 3.17)
         info = mlflow.spark.log_model(model, artifact_path=MODEL_NAME, pip_requirements=pinned("mlflow", "pyspark"))
         return info.model_uri
-    raise TrainingError(f"cannot log a {type(model).__name__}: return an sklearn estimator or a Spark ML model")
+    raise EstimatorError(f"cannot log a {type(model).__name__}: return an sklearn estimator or a Spark ML model")

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError, MlopsError
 from airflow_mlops.tracking.data import PreparedData
-from airflow_mlops.tracking.mlflow_hints import integer_schema_hint_hidden
 from airflow_mlops.tracking.environment import environment_tags, installed_requirements
 from airflow_mlops.tracking.estimators import TrainingError, is_sklearn, model_type
 from airflow_mlops.tracking.evaluation import evaluate
 from airflow_mlops.tracking.model_logging import log_model
+from airflow_mlops.tracking.quiet import integer_schema_hint_hidden, skops_io
 from airflow_mlops.tracking.request import TrainingRequest, qualified_name
 from airflow_mlops.tracking.runs import fail_abandoned_runs, failure_recorded, identity_tags, previous_attempts, supersede
 from airflow_mlops.tracking.tags import FINGERPRINT_TAG, MODEL_URI_TAG, SNAPSHOT_TAG, SNAPSHOT_URI_TAG
@@ -107,9 +107,7 @@ def log_inputs(request: TrainingRequest, frame: Any, definition: dict[str, Any])
         (root / DEFINITION_ARTIFACT).parent.mkdir()
         (root / DEFINITION_ARTIFACT).write_text(json.dumps(definition, sort_keys=True, indent=2, default=str))
         if request.estimator is not None and not isinstance(request.estimator, str):
-            import skops.io
-
-            skops.io.dump(request.estimator, root / ESTIMATOR_ARTIFACT)
+            skops_io().dump(request.estimator, root / ESTIMATOR_ARTIFACT)
         mlflow.log_artifacts(staging)
 
 
@@ -131,7 +129,7 @@ def tracked_training(
     import numpy as np
 
     if request.estimator is None and request.train_fn is None:
-        raise MlopsError("give an estimator or a train_fn")
+        raise InputError("give an estimator or a train_fn")
     current = request.fingerprint()
     outdated: list[str] = []
     if request.identity:

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 from airflow_mlops.tracking.data import PreparedData
+from airflow_mlops.tracking.estimators import build_estimator
 from airflow_mlops.tracking.metrics import DEFAULT_METRIC, check_metric
 from airflow_mlops.tracking.metrics import direction as metric_direction
-from airflow_mlops.tracking.runs import fingerprint
 from airflow_mlops.tracking.request import TrainingRequest, qualified_name
-from airflow_mlops.tracking.estimators import build_estimator
+from airflow_mlops.tracking.runs import fingerprint
 from airflow_mlops.tuning.space import Dimension, parse_search_space
 
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler"}
@@ -41,6 +41,9 @@ class Validation:
             fit, valid = train_test_split(positions, test_size=self.holdout, random_state=seed,
                                           stratify=y if stratified else None)
             return [(fit, valid)]
+        if len(X) < self.folds:
+            raise InputError(f"cv={self.folds} needs at least {self.folds} training rows, the training part has "
+                             f"{len(X)}: give fewer folds, validation_size, or more data")
         splitter = (StratifiedKFold if stratified else KFold)(n_splits=self.folds, shuffle=True, random_state=seed)
         return list(splitter.split(X, y))
 
@@ -100,11 +103,11 @@ class TuningRequest:
 def checked_space(search_space: Any, objective: Any, estimator: Any, seed: int) -> list[Dimension]:
     """The search space's dimensions, checked against the estimator's parameters; [] for an objective."""
     if (search_space is None) == (objective is None):
-        raise MlopsError("give either search_space (with estimator) or objective")
+        raise InputError("give either search_space (with estimator) or objective")
     if search_space is None:
         return []
     if estimator is None:
-        raise MlopsError("search_space needs an estimator to tune")
+        raise InputError("search_space needs an estimator to tune")
     return parse_search_space(search_space, build_estimator(estimator, {}, seed).get_params(deep=True))
 
 
@@ -128,19 +131,19 @@ def tuning_request(
     """A checked request: defaults resolved (metric by model type, direction by metric), every bad value refused."""
     chosen_metric = metric or (DEFAULT_METRIC.get(data.model_type) if data.model_type else None)
     if chosen_metric is None:
-        raise MlopsError("give metric: the name of the value the objective returns")
+        raise InputError("give metric: the name of the value the objective returns")
     if objective is None:
         check_metric(chosen_metric, data.model_type)
     chosen_direction = direction or metric_direction(chosen_metric)
     if chosen_direction is None:
-        raise MlopsError(f"give direction (maximize or minimize) for metric {chosen_metric!r}")
+        raise InputError(f"give direction (maximize or minimize) for metric {chosen_metric!r}")
     if chosen_direction not in ("maximize", "minimize"):
-        raise MlopsError(f"direction must be maximize or minimize, got {chosen_direction!r}")
+        raise InputError(f"direction must be maximize or minimize, got {chosen_direction!r}")
     if validation_size is not None and not 0 < float(validation_size) < 1:
-        raise MlopsError(f"validation_size must be between 0 and 1, got {validation_size}")
+        raise InputError(f"validation_size must be between 0 and 1, got {validation_size}")
     folds = positive_int(cv, "cv")
     if validation_size is None and folds < 2:
-        raise MlopsError(f"cv needs at least 2 folds, got {cv}")
+        raise InputError(f"cv needs at least 2 folds, got {cv}")
     return TuningRequest(
         training=training, n_trials=positive_int(n_trials, "n_trials"), metric=chosen_metric,
         direction=chosen_direction, space=space, objective=objective,
@@ -158,7 +161,7 @@ def _shared_study_name(name: Any) -> str | None:
     if name is None or (isinstance(name, str) and not name.strip()):
         return None
     if not isinstance(name, str) or len(name.strip()) > _MAX_STUDY_NAME:
-        raise MlopsError(f"study_name must be text of at most {_MAX_STUDY_NAME} characters, got {str(name)[:80]!r}")
+        raise InputError(f"study_name must be text of at most {_MAX_STUDY_NAME} characters, got {str(name)[:80]!r}")
     return name.strip()
 
 
@@ -169,7 +172,7 @@ def positive_int(value: Any, name: str) -> int:
     except (TypeError, ValueError):
         number = 0
     if isinstance(value, bool) or number < 1 or (isinstance(value, float) and value != number):
-        raise MlopsError(f"{name} must be a positive integer, got {value!r}")
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
     return number
 
 
@@ -178,5 +181,5 @@ def _build(choice: Any, names: dict[str, str], module: str, **options: Any) -> A
     if not isinstance(choice, str):
         return choice
     if choice not in names:
-        raise MlopsError(f"unknown {module.rsplit('.', 1)[1][:-1]} {choice!r}; choose from {', '.join(names)}")
+        raise InputError(f"unknown {module.rsplit('.', 1)[1][:-1]} {choice!r}; choose from {', '.join(names)}")
     return getattr(importlib.import_module(module), names[choice])(**options)

@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 
 _NUMERIC_KEYS = {"type", "low", "high", "log", "step"}
 
 
-class SearchSpaceError(MlopsError):
+class SearchSpaceError(InputError):
     """The search space cannot be sampled as declared."""
 
 

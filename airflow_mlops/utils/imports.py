@@ -6,7 +6,7 @@ import importlib
 import inspect
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 
 
 def source_file(function: Any) -> str | None:
@@ -25,12 +25,12 @@ def import_object(path: str) -> Any:
     if not sep:
         module_name, _, attribute = path.rpartition(".")
     if not module_name or not attribute:
-        raise MlopsError(f"{path!r} is not an importable path (package.module:name)")
+        raise InputError(f"{path!r} is not an importable path (package.module:name)")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise MlopsError(f"cannot import {module_name!r} for {path!r}: {error}") from None
+        raise InputError(f"cannot import {module_name!r} for {path!r}: {error}") from None
     try:
         return getattr(module, attribute)
     except AttributeError:
-        raise MlopsError(f"module {module_name!r} has no {attribute!r}") from None
+        raise InputError(f"module {module_name!r} has no {attribute!r}") from None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 
 
 def as_mapping(value: Any, name: str) -> dict[str, Any]:
@@ -20,9 +20,9 @@ def as_mapping(value: Any, name: str) -> dict[str, Any]:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as error:
-            raise MlopsError(f"{name} is not valid JSON: {error}") from None
+            raise InputError(f"{name} is not valid JSON: {error}") from None
     if not isinstance(value, dict):
-        raise MlopsError(f"{name} must be a mapping of names to values, got {type(value).__name__}")
+        raise InputError(f"{name} must be a mapping of names to values, got {type(value).__name__}")
     return dict(value)
 
 
@@ -32,7 +32,7 @@ def as_flag(value: Any, name: str) -> bool:
         return value
     text = str(value).strip().lower()
     if text not in ("true", "false"):
-        raise MlopsError(f"{name} must be true or false, got {value!r}")
+        raise InputError(f"{name} must be true or false, got {value!r}")
     return text == "true"
 
 
@@ -44,7 +44,7 @@ def as_int(value: Any, name: str) -> int:
         return int(value)
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value.strip())
-    raise MlopsError(f"{name} must be a whole number, got {value!r}")
+    raise InputError(f"{name} must be a whole number, got {value!r}")
 
 
 def as_float(value: Any, name: str) -> float:
@@ -54,4 +54,4 @@ def as_float(value: Any, name: str) -> float:
             return float(value)
         except (TypeError, ValueError):
             pass
-    raise MlopsError(f"{name} must be a number, got {value!r}")
+    raise InputError(f"{name} must be a number, got {value!r}")
