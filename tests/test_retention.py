@@ -101,7 +101,7 @@ def test_bad_rules_are_refused_in_one_line(values, message):
 
 
 def test_an_operator_s_bad_rule_is_named_as_its_argument():
-    with pytest.raises(MlopsError, match=r"^keep_daily must be a whole number of at least 0, got 'abc'$"):
+    with pytest.raises(MlopsError, match=r"^keep_daily must be a whole number, got 'abc'$"):
         KeepRules.parse(daily="abc", spelling="keep_{}")
     with pytest.raises(MlopsError, match="give at least one of keep_last, keep_daily, keep_weekly above 0"):
         KeepRules.parse(spelling="keep_{}")

@@ -14,6 +14,7 @@ from typing import Any
 
 from airflow_mlops.errors import InputError
 from airflow_mlops.snapshots import SnapshotRecord
+from airflow_mlops.utils.templated import as_int
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,10 @@ class KeepRules:
     @classmethod
     def parse(cls, last: Any = 0, daily: Any = 0, weekly: Any = 0, *, spelling: str = "--keep-{}") -> KeepRules:
         """Rules from numbers or their text (what a template such as ``{{ params.keep_last }}`` renders);
-        anything else is left for the checks of ``__post_init__`` to refuse by name."""
-
-        def number(value: Any) -> Any:
-            if value is None:
-                return 0
-            text = str(value).strip()
-            return int(text) if isinstance(value, (str, int)) and text.lstrip("-").isdigit() else value
-
-        return cls(number(last), number(daily), number(weekly), spelling=spelling)
+        None is "not given"."""
+        values = {rule: 0 if value is None else as_int(value, spelling.format(rule))
+                  for rule, value in (("last", last), ("daily", daily), ("weekly", weekly))}
+        return cls(**values, spelling=spelling)
 
     def _rules(self) -> list[tuple[str, int]]:
         return [("last", self.last), ("daily", self.daily), ("weekly", self.weekly)]

@@ -16,6 +16,7 @@ from airflow_mlops.tracking.metrics import direction as metric_direction
 from airflow_mlops.tracking.request import TrainingRequest, qualified_name
 from airflow_mlops.tracking.runs import fingerprint
 from airflow_mlops.tuning.space import Dimension, parse_search_space
+from airflow_mlops.utils.templated import as_int
 
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "qmc": "QMCSampler"}
 PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "successive_halving": "SuccessiveHalvingPruner",
@@ -166,12 +167,12 @@ def _shared_study_name(name: Any) -> str | None:
 
 
 def positive_int(value: Any, name: str) -> int:
-    """An integer from a value or its rendered template text; a clear error otherwise."""
+    """A whole number of at least 1, given as a number or its rendered template text (``as_int``)."""
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        number = as_int(value, name)
+    except InputError:
         number = 0
-    if isinstance(value, bool) or number < 1 or (isinstance(value, float) and value != number):
+    if number < 1:
         raise InputError(f"{name} must be a positive integer, got {value!r}")
     return number
 
