@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -331,12 +332,20 @@ def test_wine_dag_end_to_end_two_days_two_versions_through_the_gate(cluster):
     assert {key: train.data.params[key] for key in best} == best
     assert train.data.tags["airflow_mlops.snapshot_id"] == raw.snapshot_id
     assert 0 < train.data.metrics["root_mean_squared_error"] < 1.5
+    # the run's description (MLflow's note, markdown) links back to its task instance in the Airflow UI
+    train_page = f"{cluster.url}/dags/{WINE_DAG}/runs/{quote(run_id)}/tasks/train_elasticnet?try_number=1"
+    assert train.data.tags["airflow_mlops.task_instance_url"] == train_page
+    assert train.data.tags["mlflow.note.content"] == (
+        f"Made by Airflow task instance [{WINE_DAG} / {run_id} / train_elasticnet, try 1]({train_page}).")
     assert study.data.metrics["best_root_mean_squared_error"] == min(t.data.metrics["root_mean_squared_error"]
                                                                      for t in trials)
 
     # registered as the next version, decided on by the gate against the champion it found
     version = _version_of_training(client, train.info.run_id)
     assert int(version.version) == int(champion_before.version) + 1
+    register_page = f"{cluster.url}/dags/{WINE_DAG}/runs/{quote(run_id)}/tasks/register_wine_quality?try_number=1"
+    assert version.description.endswith(f"/ register_wine_quality, try 1]({register_page}).") and \
+        version.description.startswith(f"Model of MLflow run {train.info.run_id}, trained on snapshot {raw.snapshot_id}.")
     _assert_gated_against(client, version, champion_before)
     champion = client.get_model_version_by_alias("wine_quality", "champion")
     champion_version = str(champion.version)

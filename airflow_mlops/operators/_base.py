@@ -11,7 +11,7 @@ from airflow_mlops.hooks.mlflow import MlflowHook
 from airflow_mlops.hooks.snapshot_store import restore_snapshot_ref
 from airflow_mlops.links.mlflow import MlflowRunLink
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
-from airflow_mlops.utils.airflow_context import task_identity
+from airflow_mlops.utils.airflow_context import task_identity, task_instance_url
 from airflow_mlops.utils.imports import source_file
 
 
@@ -93,6 +93,7 @@ class SnapshotModelOperator(OpenLineageMixin, BaseOperator):
             identity=identity,
             code=code,
             run_name=f"{identity['task_id']}.try{identity['try_number']}",
+            task_instance_url=task_instance_url(context),
         )
 
     def run_started(self, context: Any, hook: MlflowHook, experiment_id: str, run_id: str) -> None:

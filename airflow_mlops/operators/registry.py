@@ -14,7 +14,7 @@ from airflow_mlops.lineage.datasets import model_dataset
 from airflow_mlops.links.registry import MlflowModelVersionLink
 from airflow_mlops.operators._input import bad_input_fails_at_once
 from airflow_mlops.operators._lineage import OpenLineageMixin, SnapshotUse
-from airflow_mlops.utils.airflow_context import task_identity
+from airflow_mlops.utils.airflow_context import task_identity, task_instance_url
 from airflow_mlops.utils.templated import as_float, as_mapping
 
 
@@ -132,7 +132,7 @@ class RegisterModelOperator(OpenLineageMixin, BaseOperator):
                 client, self.model_name, self.training,
                 restore=lambda uri: restore_snapshot_ref(uri, self.store, self.aws_conn_id)[2],
                 rule=rule, aliases=Aliases(self.champion_alias, self.challenger_alias, self.previous_alias),
-                identity=task_identity(context), description=self.description,
+                identity=task_identity(context), description=self.description, task_instance_url=task_instance_url(context),
                 lock_url=connection_database_url(self.lock_conn_id), on_registered=linked,
             )
         lineage.outputs.append(model_dataset(hook.settings.registry_uri, result["name"], result["version"]))

@@ -74,6 +74,7 @@ def register_and_gate(
     aliases: Aliases = Aliases(),
     identity: Mapping[str, Any] | None = None,
     description: str | None = None,
+    task_instance_url: str | None = None,
     lock_url: str | None = None,
     on_registered: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
@@ -83,7 +84,8 @@ def register_and_gate(
     decision; if it died in between, it finishes the promotion.
     """
     with promotion_lock(name, lock_url):
-        version, _ = register(client, name, training, identity=identity, description=description)
+        version, _ = register(client, name, training, identity=identity, description=description,
+                              task_instance_url=task_instance_url)
         if on_registered is not None:
             on_registered(version)
         number = str(version.version)

@@ -11,7 +11,8 @@ from typing import Any
 
 from airflow_mlops.errors import MlopsError
 from airflow_mlops.tracking.runs import identity_tags
-from airflow_mlops.tracking.tags import MODEL_URI_TAG, SNAPSHOT_TAG, TRAINING_RUN_TAG
+from airflow_mlops.tracking.tags import MODEL_URI_TAG, SNAPSHOT_TAG, TASK_INSTANCE_URL_TAG, TRAINING_RUN_TAG
+from airflow_mlops.utils.airflow_context import made_by_note
 
 
 def training_reference(training: Mapping[str, Any] | str) -> tuple[str, str | None]:
@@ -54,11 +55,12 @@ def register(
     *,
     identity: Mapping[str, Any] | None = None,
     description: str | None = None,
+    task_instance_url: str | None = None,
 ) -> tuple[Any, bool]:
     """(model version, created) for the training run's model under ``name``; created only if none exists.
 
     Tags link the version to the training run, its input snapshot and the Airflow task instance
-    (``identity``) that registered it.
+    (``identity``) that registered it; the default description links that task instance's page.
     """
     run_id, model_uri = training_reference(training)
     run = client.get_run(run_id)
@@ -73,7 +75,11 @@ def register(
     tags = {TRAINING_RUN_TAG: run_id, **identity_tags(identity or {})}
     if snapshot_id:
         tags[SNAPSHOT_TAG] = snapshot_id
-    text = description or f"Model of MLflow run {run_id}" + (f", trained on snapshot {snapshot_id}" if snapshot_id else "")
+    if task_instance_url:
+        tags[TASK_INSTANCE_URL_TAG] = task_instance_url
+    made_by = made_by_note(dict(identity or {}), task_instance_url)
+    text = description or (f"Model of MLflow run {run_id}" + (f", trained on snapshot {snapshot_id}." if snapshot_id else ".")
+                           + (f" {made_by}" if made_by else ""))
     version = client.create_model_version(
         name, source=model_uri, run_id=run_id, tags=tags, description=text, model_id=_model_id(model_uri)
     )

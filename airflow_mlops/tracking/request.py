@@ -30,6 +30,7 @@ class TrainingRequest:
     identity: dict[str, Any] = field(default_factory=dict)
     code: CodeVersion = field(default_factory=CodeVersion)
     run_name: str | None = None
+    task_instance_url: str | None = None  # the Airflow UI page of the task instance; not part of the fingerprint
 
     def definition(self) -> dict[str, Any]:
         """What determines the model, besides the hyperparams: data, estimator or function, split, code."""

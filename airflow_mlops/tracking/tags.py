@@ -18,6 +18,8 @@ MODEL_URI_TAG = "airflow_mlops.model_uri"
 FINGERPRINT_TAG = "airflow_mlops.fingerprint"
 SUPERSEDED_TAG = "airflow_mlops.superseded_by"
 ERROR_TAG = "airflow_mlops.error"
+TASK_INSTANCE_URL_TAG = "airflow_mlops.task_instance_url"  # the Airflow UI page of the task instance
+RUN_NOTE_TAG = "mlflow.note.content"  # MLflow's run description, rendered as markdown
 #: On a re-created run: the id of the run (or trial run) it reproduces.
 REPRODUCES_TAG = "airflow_mlops.reproduces"
 

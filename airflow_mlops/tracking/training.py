@@ -25,7 +25,15 @@ from airflow_mlops.tracking.model_logging import log_model
 from airflow_mlops.tracking.quiet import integer_schema_hint_hidden, skops_io
 from airflow_mlops.tracking.request import TrainingRequest, qualified_name
 from airflow_mlops.tracking.runs import fail_abandoned_runs, failure_recorded, identity_tags, previous_attempts, supersede
-from airflow_mlops.tracking.tags import FINGERPRINT_TAG, MODEL_URI_TAG, SNAPSHOT_TAG, SNAPSHOT_URI_TAG
+from airflow_mlops.tracking.tags import (
+    FINGERPRINT_TAG,
+    MODEL_URI_TAG,
+    RUN_NOTE_TAG,
+    SNAPSHOT_TAG,
+    SNAPSHOT_URI_TAG,
+    TASK_INSTANCE_URL_TAG,
+)
+from airflow_mlops.utils.airflow_context import made_by_note
 
 #: What a run's fingerprint digests, as JSON: enough to re-create the run (``airflow-mlops reproduce``).
 DEFINITION_ARTIFACT = "definition/request.json"
@@ -73,8 +81,10 @@ def _training_params(request: TrainingRequest, prepared: PreparedData) -> dict[s
 
 def provenance_tags(request: TrainingRequest) -> dict[str, str]:
     """Tags naming where a run comes from: the Airflow task instance, the snapshot, environment, code."""
+    note = made_by_note(request.identity, request.task_instance_url)
     return {
         **identity_tags(request.identity),
+        **({TASK_INSTANCE_URL_TAG: request.task_instance_url, RUN_NOTE_TAG: note} if note else {}),
         SNAPSHOT_TAG: request.snapshot_id,
         SNAPSHOT_URI_TAG: request.snapshot_uri,
         **environment_tags(),
