@@ -209,7 +209,7 @@ def test_json_carries_datasets_and_dot_draws_every_node_and_edge(pipeline):
         node = nodes[f"snapshot:{snapshot_id}"]
         assert node["dataset"] == snapshot_dataset(store.records(snapshot_id)[0]).to_dict()
         assert node["dataset"]["version"] == snapshot_id and node["airflow"]["dag_id"] == "retrain"
-    assert nodes[f"snapshot:{pipeline.raw}"]["dataset"]["name"] == "retrain/snapshot_raw"
+    assert nodes[f"snapshot:{pipeline.raw}"]["dataset"]["name"] == f"{store.uri}/retrain/snapshot_raw"
     assert nodes[f"model_version:{NAME}/1"]["dataset"] == {
         "namespace": pipeline.tracking_uri, "name": f"models/{NAME}", "version": "1"}
     assert {(e["from"], e["to"], e["relation"]) for e in document["edges"]} == {

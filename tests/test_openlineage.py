@@ -73,7 +73,7 @@ def test_every_task_completes_with_its_snapshots_named_and_versioned_as_in_the_s
     events, records = pipeline["events"], pipeline["records"]
     assert set(TASKS) <= set(events)
     rows, scores = expected(snapshot_dataset(records["snapshot_rows"])), expected(snapshot_dataset(records["score"]))
-    assert rows[1:] == (f"{DAG_ID}/snapshot_rows", records["snapshot_rows"].snapshot_id)
+    assert rows == ("file", f"{records['snapshot_rows'].store}/{DAG_ID}/snapshot_rows", records["snapshot_rows"].snapshot_id)
 
     assert [named(d) for d in events["snapshot_rows"]["outputs"]] == [rows]
     for task in ("tune", "train", "register"):
@@ -157,7 +157,8 @@ def test_an_input_is_named_by_its_producer_in_the_same_run_else_by_its_first_pro
         use = SnapshotUse(first.uri, tmp_path / "rows")
         lineage = facets(operator, TaskLineage({"dag_id": "train_daily", "run_id": run_id}, inputs=[use]))
         (dataset,) = lineage.inputs
-        assert (dataset.namespace, dataset.name) == (str(tmp_path / "store"), snapshot_dataset(producer).name)
+        assert (dataset.namespace, dataset.name) == ("file", snapshot_dataset(producer).name)
+        assert dataset.name == f"{tmp_path / 'store'}/{producer.airflow['dag_id']}/{producer.airflow['task_id']}"
         assert dataset.facets["version"].datasetVersion == first.snapshot_id
         assert {f.name: f.type for f in dataset.facets["schema"].fields} == COLUMNS
 
@@ -177,7 +178,7 @@ def test_a_derived_snapshot_gets_its_recorded_tables_as_schema_and_its_code_dige
     result = facets(SparkETLOperator(task_id="etl", inputs={"x": "y"}, transform="m:f"), lineage)
 
     (dataset,) = result.outputs
-    assert (dataset.namespace, dataset.name) == (str(tmp_path / "store"), "d/etl")
+    assert (dataset.namespace, dataset.name) == ("file", f"{tmp_path / 'store'}/d/etl")  # OpenLineage's naming
     schema = {f.name: (f.type, {c.name: c.type for c in f.fields}) for f in dataset.facets["schema"].fields}
     assert schema == {"a": ("struct", {"k": "string", "n": "int64"}), "b": ("struct", {"k": "string"})}
     assert result.run_facets["airflowMlops"].codeDigests == {"transform": "ab12"}
@@ -206,3 +207,20 @@ def test_openlineage_stays_off_without_a_configured_transport(tmp_path):
     result = subprocess.run([str(VENV_BIN / "python"), "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_snapshot_datasets_follow_openlineage_naming_for_local_and_s3_stores():
+    from types import SimpleNamespace
+
+    from airflow_mlops.lineage.datasets import snapshot_dataset
+
+    def named(store, source="/data/raw", airflow=None):
+        record = SimpleNamespace(store=store, source=source, airflow=airflow, snapshot_id="ab" * 32)
+        ref = snapshot_dataset(record)
+        return ref.namespace, ref.name
+
+    by_task = {"dag_id": "d", "task_id": "t"}
+    assert named("s3://user:secret@bucket/team/store/", airflow=by_task) == ("s3://bucket", "team/store/d/t")
+    assert named("/srv/store", airflow=by_task) == ("file", "/srv/store/d/t")
+    assert named("/srv/store") == ("file", "/data/raw")  # taken outside Airflow: its source is the dataset
+    assert named("s3://bucket/x", source="s3://landing/2026/") == ("s3://landing", "2026")

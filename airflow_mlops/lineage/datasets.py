@@ -1,16 +1,18 @@
 """How a snapshot and a model version are named as datasets, the same in ``airflow-mlops lineage`` and OpenLineage.
 
 A dataset is the logical thing that gets new versions: the output of one producing task
-(``<dag_id>/<task_id>``, the task's Asset), or, for a snapshot taken outside Airflow, its source; its
-namespace is the snapshot store. The snapshot id is the dataset's version. A model is the registered
-model in its registry, its version number the dataset's version.
+(``<store>/<dag_id>/<task_id>``, the task's Asset), or, for a snapshot taken outside Airflow, its
+source. Namespace and name follow OpenLineage's naming convention: ``file`` and the absolute path for
+a local store, ``s3://<bucket>`` and the key path on S3. The snapshot id is the dataset's version. A
+model is the registered model in its registry, its version number the dataset's version.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 
 @dataclass(frozen=True)
@@ -29,10 +31,23 @@ def snapshot_dataset(record: Any) -> DatasetRef:
     """The dataset a :class:`~airflow_mlops.snapshots.records.SnapshotRecord` is a version of."""
     airflow = record.airflow or {}
     if airflow.get("dag_id") and airflow.get("task_id"):
-        name = f"{airflow['dag_id']}/{airflow['task_id']}"
+        namespace, store_path = location(record.store)
+        name = "/".join(part for part in (store_path, airflow["dag_id"], airflow["task_id"]) if part)
     else:
-        name = record.source
-    return DatasetRef(namespace=_without_credentials(record.store), name=name, version=record.snapshot_id)
+        namespace, name = location(record.source)
+    return DatasetRef(namespace=namespace, name=name, version=record.snapshot_id)
+
+
+def location(uri: str) -> tuple[str, str]:
+    """(namespace, name) of a path or URI by OpenLineage's naming: ``file`` and the absolute path;
+    ``s3://<bucket>`` and the key path; any other scheme as it is (without credentials), with no name."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("s3", "s3a"):
+        return f"s3://{parts.hostname}", parts.path.strip("/")
+    if parts.scheme in ("", "file"):
+        path = unquote(parts.path) if parts.scheme else uri
+        return "file", str(PurePosixPath(path)).rstrip("/") or "/"
+    return _without_credentials(uri), ""
 
 
 def model_dataset(registry_uri: str, name: str, version: str | int) -> DatasetRef:
