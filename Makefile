@@ -34,7 +34,7 @@ demo: $(INSTALLED) demo-config
 	@grep -E "Marking run|state=" $(DEMO_HOME)/dags-test.log | tail -n 3 || true
 	@echo
 	@echo "Demo finished. Results under $(DEMO_HOME) (Airflow log: $(DEMO_HOME)/dags-test.log)."
-	@grep -o "MLflow run [0-9a-f]*: http[^ ]*" $(DEMO_HOME)/dags-test.log | sed 's/^/  /' || true
+	@grep -oE "MLflow (training|study parent) run [0-9a-f]+ of task [^:]+: http[^ \"]*" $(DEMO_HOME)/dags-test.log | sed 's/^/  /' || true
 	@grep -o "Gate: version .*)" $(DEMO_HOME)/dags-test.log | sed 's/^/  fraud_detection /' || true
 	@echo
 	@echo "Lineage of the champion (AIRFLOW_HOME=$(DEMO_HOME) $(VENV)/bin/airflow-mlops lineage models:/fraud_detection@champion):"
@@ -43,16 +43,11 @@ demo: $(INSTALLED) demo-config
 	@echo "More: AIRFLOW_HOME=$(DEMO_HOME) $(VENV)/bin/airflow-mlops history fraud_detection | log | reproduce RUN_ID"
 	@echo "Click through both UIs: make up (stop with make down)"
 
-## The demo home's own settings, written on each `make demo` / `make up` (ports as given), so that
-## `AIRFLOW_HOME=.demo airflow ...` by hand finds the DAGs and links as make does, and the task supervisor
-## reaches the execution API at [api] base_url on AIRFLOW_PORT, not 8080. An airflow.cfg that
-## Airflow wrote itself, with its defaults, is kept aside as airflow.cfg.airflow-default.
-demo-config:
-	@mkdir -p $(DEMO_HOME)
-	@test ! -f $(DEMO_HOME)/airflow.cfg || grep -q "^# written by make" $(DEMO_HOME)/airflow.cfg \
-		|| mv $(DEMO_HOME)/airflow.cfg $(DEMO_HOME)/airflow.cfg.airflow-default
-	@printf '# written by make demo / make up: the settings the demo runs with\n[core]\ndags_folder = %s\nload_examples = False\n\n[api]\nport = %s\nbase_url = http://127.0.0.1:%s\n\n[airflow_mlops]\nmlflow_ui_url = http://127.0.0.1:%s\n' \
-		'$(CURDIR)/dags' '$(AIRFLOW_PORT)' '$(AIRFLOW_PORT)' '$(MLFLOW_PORT)' > $(DEMO_HOME)/airflow.cfg
+## The demo home's airflow.cfg, written on each `make demo` / `make up` (ports as given; its secrets kept),
+## so that `AIRFLOW_HOME=.demo airflow ...` by hand finds the DAGs and links as make does, and the task
+## supervisor reaches the execution API at [api] base_url on AIRFLOW_PORT, not 8080.
+demo-config: $(INSTALLED)
+	@$(PY) scripts/demo_config.py '$(DEMO_HOME)' '$(CURDIR)/dags' '$(AIRFLOW_PORT)' '$(MLFLOW_PORT)'
 
 ## Start Airflow (airflow standalone, which runs `airflow` from PATH) and the MLflow UI on the demo's stores, in the background.
 up: $(INSTALLED) demo-config

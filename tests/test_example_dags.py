@@ -475,6 +475,10 @@ def test_fraud_dag_scheduled_run_on_the_embedded_default_then_reproduce_run_recr
             lines = log.read_text(errors="replace").splitlines()
             assert not [line for line in lines if "DeprecatedImportWarning" in line], log
             assert len(lines) < 150, f"{log}: {len(lines)} lines"
+            records = [json.loads(line) for line in lines if line.startswith("{")]
+            errors = [r["event"] for r in records if r.get("level") == "error"]
+            assert errors == [], f"{log}: a successful task logged errors (MLflow's INFO lines at their own level?)"
+            assert [r for r in records if str(r.get("logger", "")).startswith("mlflow") and r.get("level") == "info"], log
 
     records = _records_of_run(cluster, run_id)
     raw, features, scored = records["snapshot_raw"], records["customer_features"], records["score_customers"]

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 
 _URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
+# MLflow's records go through Python logging at their own level into Airflow's task log: MLflow's own
+# stderr handler (its default) makes the task log show each INFO line as an ERROR. Read when mlflow is
+# first imported, which no DAG file or operator module does; an explicit setting is left as it is.
+os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+
 
 @dataclass(frozen=True)
 class TrackingSettings:

@@ -96,13 +96,16 @@ class SnapshotModelOperator(OpenLineageMixin, BaseOperator):
             task_instance_url=task_instance_url(context),
         )
 
-    def run_started(self, context: Any, hook: MlflowHook, experiment_id: str, run_id: str) -> None:
-        """Remember the run (for ``on_kill``) and link the task to it while it is still running."""
+    def run_started(self, context: Any, hook: MlflowHook, experiment_id: str, run_id: str, what: str) -> None:
+        """Remember the run (for ``on_kill``) and link the task to it while it is still running; the log
+        line says ``what`` the run is (``training run``, ``study parent run``) and for which task."""
         self._active_run_id = run_id
         self._lineage.run.update(mlflowRunId=run_id, mlflowExperimentId=experiment_id)
         url = hook.run_url(experiment_id, run_id)
         MlflowRunLink.persist(context, url)
-        self.log.info("MLflow run %s: %s", run_id, url)
+        ti = context["ti"]
+        task = ti.task_id + (f"[{ti.map_index}]" if getattr(ti, "map_index", -1) not in (None, -1) else "")
+        self.log.info("MLflow %s %s of task %s: %s", what, run_id, task, url)
 
     def on_kill(self) -> None:
         """Airflow is stopping the task (timeout, mark-failed): end the run FAILED rather than leave it RUNNING."""

@@ -67,7 +67,7 @@ class MlflowTrainOperator(SnapshotModelOperator):
             experiment_id = get_or_create_experiment(client, self.experiment_name or self.dag_id, hook.settings.artifact_root)
             result = tracked_training(
                 client, experiment_id, request, prepared,
-                on_run_started=lambda run_id: self.run_started(context, hook, experiment_id, run_id),
+                on_run_started=lambda run_id: self.run_started(context, hook, experiment_id, run_id, "training run"),
             )
         self._active_run_id = None
         lineage.run.update(mlflowRunId=result.run_id, mlflowExperimentId=experiment_id)  # also a reused run

@@ -137,7 +137,8 @@ class OptunaTuneOperator(SnapshotModelOperator):
             experiment_id = get_or_create_experiment(client, self.experiment_name or self.dag_id, hook.settings.artifact_root)
             result = run_tuning(
                 client, experiment_id, storage, request, data,
-                on_parent_started=lambda run_id: self.run_started(context, hook, experiment_id, run_id),
+                on_parent_started=lambda run_id: self.run_started(context, hook, experiment_id, run_id,
+                                                                    "study parent run"),
             )
         self._active_run_id = None
         lineage.run.update(mlflowRunId=result.parent_run_id, mlflowExperimentId=experiment_id)  # also a reused run
