@@ -437,7 +437,7 @@ def test_wine_dag_inverted_alpha_range_fails_tuning_once_before_any_trial(cluste
     tune = {ti["task_id"]: ti for ti in cluster.task_instances(WINE_DAG, run_id)}["tune_elasticnet"]
     assert (tune["state"], tune["try_number"]) == ("failed", 1)
     log = cluster.task_log(WINE_DAG, run_id, "tune_elasticnet", 1)
-    assert "InputFailure: alpha: low 0.5 is above high 0.05" in log, log[-3000:]
+    assert '"exc_type":"InputFailure"' in log and "alpha: low 0.5 is above high 0.05" in log, log[-3000:]
     assert not _runs_of(cluster.mlflow_client(), "wine_quality", run_id, "tune_elasticnet")  # no parent run
     storage = f"sqlite:///{cluster.home / 'airflow_mlops' / 'optuna.db'}"
     assert not [s for s in optuna.get_all_study_summaries(storage) if run_id in s.study_name]  # no study, no trial

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from airflow.sdk import BaseHook
@@ -61,3 +64,18 @@ class OptunaStorageHook(BaseHook):
 
     def get_conn(self) -> Any:
         return self.get_storage()
+
+
+@contextmanager
+def optuna_in_task_log() -> Iterator[None]:
+    """Optuna inside a task: its records go through Python logging at their own level into the task log
+    (its default stderr handler makes each ``Trial ... finished`` line an ERROR there), and no
+    ``ExperimentalWarning`` for the experimental features used on purpose here (trial heartbeats, the
+    stale-trial retry callback, the matplotlib summary plots)."""
+    import optuna
+
+    optuna.logging.disable_default_handler()
+    optuna.logging.enable_propagation()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+        yield

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from airflow_mlops.hooks.mlflow import MlflowHook
-from airflow_mlops.hooks.optuna import OptunaStorageHook
+from airflow_mlops.hooks.optuna import OptunaStorageHook, optuna_in_task_log
 from airflow_mlops.links.mlflow import MlflowRunLink
 from airflow_mlops.operators._base import SnapshotModelOperator
 from airflow_mlops.operators._input import bad_input_fails_at_once
@@ -131,9 +131,9 @@ class OptunaTuneOperator(SnapshotModelOperator):
         lineage.run["studyName"] = request.study_name
         storage_hook = OptunaStorageHook(self.optuna_conn_id)
         request.storage_description = storage_hook.describe()
-        storage = storage_hook.get_storage(self.heartbeat_interval, self.grace_period)
         hook = MlflowHook(self.mlflow_conn_id)
-        with hook.tracking_session() as client:
+        with optuna_in_task_log(), hook.tracking_session() as client:
+            storage = storage_hook.get_storage(self.heartbeat_interval, self.grace_period)
             experiment_id = get_or_create_experiment(client, self.experiment_name or self.dag_id, hook.settings.artifact_root)
             result = run_tuning(
                 client, experiment_id, storage, request, data,

@@ -7,7 +7,7 @@ from typing import Any
 from airflow_mlops.tracking.data import PreparedData
 from airflow_mlops.tracking.environment import pinned
 from airflow_mlops.tracking.estimators import EstimatorError, is_sklearn
-from airflow_mlops.tracking.quiet import skops_io
+from airflow_mlops.tracking.quiet import integer_schema_hint_hidden, skops_io
 
 MODEL_NAME = "model"
 
@@ -21,13 +21,14 @@ def log_model(model: Any, prepared: PreparedData) -> str:
 
         sio = skops_io()
         example = prepared.X_train.head(5) if prepared.X_train is not None else None
-        signature = infer_signature(example, model.predict(example)) if example is not None else None
-        info = mlflow.sklearn.log_model(
-            model, name=MODEL_NAME, signature=signature, input_example=example,
-            # skops, not pickle: safe to load. We built this model, so the types it holds are trusted.
-            skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
-            pip_requirements=pinned("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops"),
-        )
+        with integer_schema_hint_hidden():  # the signature records the training dtypes, integers included
+            signature = infer_signature(example, model.predict(example)) if example is not None else None
+            info = mlflow.sklearn.log_model(
+                model, name=MODEL_NAME, signature=signature, input_example=example,
+                # skops, not pickle: safe to load. We built this model, so the types it holds are trusted.
+                skops_trusted_types=sio.get_untrusted_types(data=sio.dumps(model)),
+                pip_requirements=pinned("mlflow", "scikit-learn", "numpy", "pandas", "scipy", "skops"),
+            )
         return info.model_uri
     if type(model).__module__.startswith("pyspark.ml"):
         # mlflow.spark has not moved to name= yet (MLflow 3.17)

@@ -2,7 +2,8 @@
 
 - MLflow hints on every schema it infers that holds an integer column ("Integer columns in Python
   cannot represent missing values"). The datasets a run logs and evaluates hold the label, an integer
-  class for a classifier that never has missing values; declaring it float would misstate the data.
+  class for a classifier that never has missing values, and a model's signature records the training
+  dtypes as they are; declaring them float would misstate the data.
 - Importing skops walks ``sys.modules`` with ``getattr`` to place scipy's ufuncs (``skops.io._utils.
   whichmodule``); in an Airflow worker each of Airflow's deprecated-module shims then warns, over a
   thousand lines a task log. Only warnings raised from that walk are hidden, during that import.
