@@ -92,6 +92,27 @@ def provenance_tags(request: TrainingRequest) -> dict[str, str]:
     }
 
 
+#: How each database MLflow's server runs on words a duplicate key.
+_DUPLICATE_KEY = ("duplicate key value", "UNIQUE constraint failed", "Duplicate entry")
+
+
+def log_input_once_raced(dataset: Any) -> None:
+    """``mlflow.log_input`` on the active run, once more if it lost a race to create the same dataset.
+
+    MLflow's store gets or creates a dataset row without a lock, so two runs logging one snapshot at
+    the same moment (the tasks of a shared study) can collide on its key; the second call finds the row.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow.log_input(dataset, context="training")
+    except MlflowException as error:
+        if not any(words in str(error) for words in _DUPLICATE_KEY):
+            raise
+        mlflow.log_input(dataset, context="training")
+
+
 def log_inputs(request: TrainingRequest, frame: Any, definition: dict[str, Any]) -> None:
     """On the active run: the input snapshot as an MLflow dataset, the installed packages, the code, and
     ``definition`` (what the run's fingerprint digests) with the estimator if it is an instance, to re-create the run."""
@@ -106,7 +127,7 @@ def log_inputs(request: TrainingRequest, frame: Any, definition: dict[str, Any])
             frame, source=source, targets=request.target,
             name=f"snapshot:{request.snapshot_id}", digest=request.snapshot_id[:32],
         )
-        mlflow.log_input(dataset, context="training")  # where the dataset's schema is inferred
+        log_input_once_raced(dataset)  # where the dataset's schema is inferred
     with tempfile.TemporaryDirectory() as staging:
         root = Path(staging)
         (root / "environment").mkdir()
