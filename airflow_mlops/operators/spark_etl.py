@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import Asset, BaseOperator
 
 from airflow_mlops.config import mlops_home
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 from airflow_mlops.hooks.snapshot_store import SnapshotStoreHook, restore_snapshot_ref
 from airflow_mlops.hooks.spark import SparkApplication, SparkHook
 from airflow_mlops.links.spark import SparkApplicationLink, SparkUILink
@@ -114,7 +114,7 @@ class SparkETLOperator(OpenLineageMixin, BaseOperator):
     def _resolve_inputs(self) -> list[Any]:
         """Each input as local files: a snapshot restored under AIRFLOW_HOME, or an existing path as is."""
         if not isinstance(self.inputs, dict) or not self.inputs:
-            raise MlopsError(f"inputs must be a non-empty mapping of names to snapshots or paths, got {self.inputs!r}")
+            raise InputError(f"inputs must be a non-empty mapping of names to snapshots or paths, got {self.inputs!r}")
         return [self._resolve_input(name, value) for name, value in self.inputs.items()]
 
     def _resolve_input(self, name: str, value: Any) -> Any:

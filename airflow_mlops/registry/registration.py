@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from airflow_mlops.errors import MlopsError
+from airflow_mlops.errors import InputError
 from airflow_mlops.tracking.runs import identity_tags
 from airflow_mlops.tracking.tags import MODEL_URI_TAG, SNAPSHOT_TAG, TASK_INSTANCE_URL_TAG, TRAINING_RUN_TAG
 from airflow_mlops.utils.airflow_context import made_by_note
@@ -20,7 +20,7 @@ def training_reference(training: Mapping[str, Any] | str) -> tuple[str, str | No
     if isinstance(training, str):
         return training, None
     if not isinstance(training, Mapping) or not training.get("run_id"):
-        raise MlopsError("training must be a run id or an MlflowTrainOperator result with a 'run_id'")
+        raise InputError("training must be a run id or an MlflowTrainOperator result with a 'run_id'")
     return str(training["run_id"]), training.get("model_uri")
 
 
@@ -66,7 +66,7 @@ def register(
     run = client.get_run(run_id)
     model_uri = model_uri or run.data.tags.get(MODEL_URI_TAG)
     if not model_uri:
-        raise MlopsError(f"run {run_id} logged no model (no {MODEL_URI_TAG} tag); register the run of a training task")
+        raise InputError(f"run {run_id} logged no model (no {MODEL_URI_TAG} tag); register the run of a training task")
     ensure_registered_model(client, name)
     existing = find_version(client, name, run_id, model_uri)
     if existing is not None:

@@ -17,18 +17,22 @@ from airflow_mlops.snapshots import SnapshotRecord
 from airflow_mlops.utils.templated import as_int
 
 
+#: How the CLI names a keep rule (``--keep-last``); also how a forget record's reason states the rules.
+CLI_SPELLING = "--keep-{}"
+
+
 @dataclass(frozen=True)
 class KeepRules:
     """How many snapshots each group keeps: the N newest, the newest of each of the N newest days, weeks.
 
     0 means "rule not given"; at least one rule must be above 0, and none below. ``spelling`` is how an
-    error names a rule to its caller: the CLI's ``--keep-last`` by default, ``keep_{}`` from an operator.
+    error names a rule to its caller: the CLI's ``--keep-last`` (CLI_SPELLING) by default, ``keep_{}`` from an operator.
     """
 
     last: int = 0
     daily: int = 0
     weekly: int = 0
-    spelling: str = field(default="--keep-{}", compare=False, repr=False)
+    spelling: str = field(default=CLI_SPELLING, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for rule, value in self._rules():
@@ -39,7 +43,7 @@ class KeepRules:
             raise InputError(f"no keep rule: give at least one of {named} above 0")
 
     @classmethod
-    def parse(cls, last: Any = 0, daily: Any = 0, weekly: Any = 0, *, spelling: str = "--keep-{}") -> KeepRules:
+    def parse(cls, last: Any = 0, daily: Any = 0, weekly: Any = 0, *, spelling: str = CLI_SPELLING) -> KeepRules:
         """Rules from numbers or their text (what a template such as ``{{ params.keep_last }}`` renders);
         None is "not given"."""
         values = {rule: 0 if value is None else as_int(value, spelling.format(rule))
@@ -51,7 +55,7 @@ class KeepRules:
 
     def describe(self) -> str:
         """The rules as the CLI spells them (what a forget record's reason says, whoever forgot)."""
-        return " ".join(f"--keep-{rule} {value}" for rule, value in self._rules() if value)
+        return " ".join(f"{CLI_SPELLING.format(rule)} {value}" for rule, value in self._rules() if value)
 
 
 @dataclass(frozen=True)
